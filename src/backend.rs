@@ -1,0 +1,282 @@
+//! The pooled HTTP client towards the backing CouchDB and its shared database.
+//!
+//! Credentials come from the configured URL, are sent as a precomputed `Authorization` header and
+//! never logged. Every request has a deadline for the backend's response head; failures become
+//! 503 (unreachable), 504 (too slow) or 502 (not speaking CouchDB), and CouchDB errors are
+//! passed on with their status.
+
+use crate::body::{self, Body};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use base64::Engine;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde_json::Value;
+use std::time::Duration;
+
+/// Everything but RFC 3986 unreserved characters is escaped in path segments and query values.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Most bytes of a backend JSON answer couchgate will buffer.
+const MAX_JSON_RESPONSE: u64 = 512 * 1024 * 1024;
+
+pub fn encode_component(s: &str) -> String {
+    utf8_percent_encode(s, COMPONENT).to_string()
+}
+
+/// The path segment(s) of a backing document id: `_local/` and `_design/` keep their slash,
+/// as CouchDB routes them by it.
+pub fn encode_doc_id(id: &str) -> String {
+    for prefix in ["_local/", "_design/"] {
+        if let Some(rest) = id.strip_prefix(prefix) {
+            return format!("{prefix}{}", encode_component(rest));
+        }
+    }
+    encode_component(id)
+}
+
+/// Builds a query string from pairs, escaping each value.
+pub fn query_string<'a>(pairs: impl IntoIterator<Item = (&'a str, String)>) -> String {
+    let mut out = String::new();
+    for (k, v) in pairs {
+        out.push(if out.is_empty() { '?' } else { '&' });
+        out.push_str(&encode_component(k));
+        out.push('=');
+        out.push_str(&encode_component(&v));
+    }
+    out
+}
+
+/// The backing CouchDB.
+#[derive(Clone)]
+pub struct Backend {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    /// Scheme, authority and base path, without credentials and trailing slash.
+    base: String,
+    /// URL path of the shared database, with leading slash.
+    db_path: String,
+    auth: Option<HeaderValue>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend").finish_non_exhaustive()
+    }
+}
+
+impl Backend {
+    pub fn new(url: &str, config: &Config) -> Result<Backend> {
+        let mut url = url::Url::parse(url).map_err(|_| Error::bad_request("bad backend URL"))?;
+        let auth = if url.username().is_empty() {
+            None
+        } else {
+            let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+            let user = decode(url.username());
+            let pass = decode(url.password().unwrap_or(""));
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+            let mut value = HeaderValue::from_str(&format!("Basic {token}"))
+                .map_err(|_| Error::bad_request("bad backend credentials"))?;
+            value.set_sensitive(true);
+            Some(value)
+        };
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        let base = url.as_str().trim_end_matches('/').to_string();
+
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map_err(|e| Error::Internal(format!("loading TLS roots: {e}")))?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(config.backend_pool_idle)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Ok(Backend {
+            client,
+            base,
+            db_path: format!("/{}", encode_component(&config.database)),
+            auth,
+            timeout: config.backend_timeout,
+        })
+    }
+
+    /// The usual deadline for a response head.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// URL of `path` (starting with `/`, already escaped) inside the shared database.
+    pub fn db_url(&self, path: &str) -> String {
+        format!("{}{}{}", self.base, self.db_path, path)
+    }
+
+    /// URL of a server-level path (starting with `/`, already escaped).
+    pub fn server_url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// A request builder with credentials set.
+    pub fn request(&self, method: Method, url: &str) -> http::request::Builder {
+        let mut b = Request::builder().method(method).uri(url);
+        if let Some(auth) = &self.auth {
+            b = b.header(header::AUTHORIZATION, auth.clone());
+        }
+        b
+    }
+
+    /// Sends a request and waits at most `timeout` for the response head.
+    pub async fn send(&self, req: Request<Body>, timeout: Duration) -> Result<Response<Incoming>> {
+        match tokio::time::timeout(timeout, self.client.request(req)).await {
+            Err(_) => Err(Error::BackendTimeout(format!(
+                "the backend did not answer within {} s",
+                timeout.as_secs()
+            ))),
+            Ok(Err(e)) if e.is_connect() => Err(Error::BackendUnavailable(
+                "the backend database server cannot be reached".into(),
+            )),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "backend request failed");
+                Err(Error::BadGateway("the backend connection failed".into()))
+            }
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+
+    /// Sends a JSON request (or none) and reads a JSON answer; CouchDB errors become [`Error`].
+    pub async fn json(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value)> {
+        self.json_with_timeout(method, url, body, self.timeout).await
+    }
+
+    pub async fn json_with_timeout(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Value)> {
+        let mut b = self
+            .request(method, url)
+            .header(header::ACCEPT, "application/json");
+        let body = match body {
+            Some(v) => {
+                b = b.header(header::CONTENT_TYPE, "application/json");
+                body::full(serde_json::to_vec(v).expect("a serde_json::Value always serialises"))
+            }
+            None => body::empty(),
+        };
+        let req = b
+            .body(body)
+            .map_err(|e| Error::Internal(format!("building a backend request: {e}")))?;
+        let resp = self.send(req, timeout).await?;
+        let status = resp.status();
+        let bytes = self.read(resp.into_body(), timeout).await?;
+        let value = parse_json(&bytes)?;
+        if status.is_success() {
+            Ok((status, value))
+        } else {
+            Err(backend_error(status, &value))
+        }
+    }
+
+    /// Reads a whole backend body, bounded in size and time.
+    pub async fn read(&self, body: Incoming, timeout: Duration) -> Result<Bytes> {
+        match tokio::time::timeout(timeout, body::read_limited(body, MAX_JSON_RESPONSE)).await {
+            Err(_) => Err(Error::BackendTimeout(
+                "the backend stopped sending its answer".into(),
+            )),
+            Ok(Err(Error::TooLarge(_))) => Err(Error::BadGateway(
+                "the backend answer is too large".into(),
+            )),
+            Ok(Err(_)) => Err(Error::BadGateway("the backend answer was cut off".into())),
+            Ok(Ok(b)) => Ok(b),
+        }
+    }
+
+    /// Creates the shared database unless it exists.
+    pub async fn ensure_database(&self) -> Result<()> {
+        match self.json(Method::PUT, &self.db_url(""), None).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == StatusCode::PRECONDITION_FAILED => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+pub fn parse_json(bytes: &[u8]) -> Result<Value> {
+    serde_json::from_slice(bytes)
+        .map_err(|_| Error::BadGateway("the backend answered something that is not JSON".into()))
+}
+
+/// The [`Error`] for a backend's non-success answer.
+pub fn backend_error(status: StatusCode, body: &Value) -> Error {
+    let error = body
+        .get("error")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown_error")
+        .to_owned();
+    let reason = body
+        .get("reason")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    match status.as_u16() {
+        503 => Error::BackendUnavailable(format!("the backend is unavailable: {reason}")),
+        504 => Error::BackendTimeout(format!("the backend timed out: {reason}")),
+        s if s >= 500 => Error::BadGateway(format!("the backend failed: {error}: {reason}")),
+        // Authentication problems are couchgate's own configuration, not the client's.
+        401 | 403 if error == "unauthorized" || error == "forbidden" => {
+            tracing::error!(%status, "the backend refused couchgate's credentials");
+            Error::BadGateway("the backend refused couchgate's credentials".into())
+        }
+        _ => Error::Backend {
+            status,
+            error,
+            reason,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ids_are_escaped_as_one_segment() {
+        assert_eq!(encode_doc_id("a.b:_design/x y"), "a.b%3A_design%2Fx%20y");
+        assert_eq!(encode_doc_id("_local/p:a/b"), "_local/p%3Aa%2Fb");
+        assert_eq!(query_string([("k", "\"a&b\"".into())]), "?k=%22a%26b%22");
+    }
+
+    #[test]
+    fn backend_errors_map_by_status() {
+        let e = backend_error(StatusCode::CONFLICT, &json!({"error":"conflict","reason":"r"}));
+        assert_eq!((e.status().as_u16(), e.name()), (409, "conflict"));
+        let e = backend_error(StatusCode::INTERNAL_SERVER_ERROR, &json!({}));
+        assert_eq!(e.status().as_u16(), 502);
+        let e = backend_error(StatusCode::UNAUTHORIZED, &json!({"error":"unauthorized"}));
+        assert_eq!(e.status().as_u16(), 502);
+    }
+}

@@ -1,0 +1,108 @@
+//! `/{db}/{docid}/{name}`: attachments, streamed both ways without buffering, with content
+//! type, length, ETag, ranges and encodings preserved.
+
+use super::{copy_headers, Req};
+use crate::backend::{backend_error, encode_component, encode_doc_id, parse_json};
+use crate::body::{self, Body};
+use crate::error::{Error, Result};
+use crate::namespace::Namespace;
+use crate::proxy::{not_allowed, State};
+use http::{header, HeaderName, Method, Response};
+
+/// Request headers passed to the backend.
+const REQUEST_HEADERS: &[HeaderName] = &[
+    header::CONTENT_TYPE,
+    header::CONTENT_LENGTH,
+    header::CONTENT_ENCODING,
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::RANGE,
+    header::ACCEPT_ENCODING,
+];
+
+/// Response headers passed to the client (never hop-by-hop ones).
+const RESPONSE_HEADERS: &[HeaderName] = &[
+    header::CONTENT_TYPE,
+    header::CONTENT_LENGTH,
+    header::CONTENT_ENCODING,
+    header::CONTENT_RANGE,
+    header::ACCEPT_RANGES,
+    header::ETAG,
+];
+
+pub async fn handle(
+    st: &State,
+    ns: &Namespace,
+    id: &str,
+    name: &str,
+    req: Req,
+) -> Result<Response<Body>> {
+    let backing = ns.encode_doc_id(id)?;
+    let method = req.method.clone();
+    if !matches!(
+        method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE
+    ) {
+        return Err(not_allowed(&[
+            Method::GET,
+            Method::HEAD,
+            Method::PUT,
+            Method::DELETE,
+        ]));
+    }
+    if method == Method::PUT && !req.headers.contains_key(header::CONTENT_TYPE) {
+        return Err(Error::BadContentType(
+            "an attachment needs a Content-Type".into(),
+        ));
+    }
+    let name_path: Vec<String> = name.split('/').map(encode_component).collect();
+    let url = st.backend.db_url(&format!(
+        "/{}/{}{}",
+        encode_doc_id(&backing),
+        name_path.join("/"),
+        super::doc::forward_query(&req, &["rev"])
+    ));
+    let mut b = st.backend.request(method.clone(), &url);
+    if let Some(h) = b.headers_mut() {
+        copy_headers(&req.headers, h, REQUEST_HEADERS);
+        if method != Method::PUT {
+            h.insert(header::ACCEPT, http::HeaderValue::from_static("*/*"));
+        }
+    }
+    let breq = b
+        .body(if method == Method::PUT {
+            req.stream_body()
+        } else {
+            body::empty()
+        })
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let resp = st.backend.send(breq, st.backend.timeout()).await?;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+
+    if matches!(method, Method::GET | Method::HEAD) && (status.is_success() || status.as_u16() == 304)
+    {
+        // The attachment itself: stream it as it comes.
+        let mut r = Response::new(Body::default());
+        *r.status_mut() = status;
+        copy_headers(resp.headers(), r.headers_mut(), RESPONSE_HEADERS);
+        *r.body_mut() = body::boxed(resp.into_body());
+        return Ok(r);
+    }
+    // Writes and errors answer small JSON bodies.
+    let headers = resp.headers().clone();
+    let bytes = st.backend.read(resp.into_body(), st.backend.timeout()).await?;
+    if !status.is_success() {
+        let value = if is_json {
+            parse_json(&bytes)?
+        } else {
+            serde_json::json!({})
+        };
+        return Err(backend_error(status, &value));
+    }
+    super::doc::write_result(ns, status, &headers, parse_json(&bytes)?)
+}

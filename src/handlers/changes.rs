@@ -1,0 +1,413 @@
+//! `GET|POST /{db}/_changes`: the namespace's changes feed, in every feed style.
+//!
+//! The handler is split in three: [`parse`] turns the request into [`Opts`] (pure), a *source*
+//! yields batches of the namespace's changes after a backend sequence ([`crate::changes_filter`]
+//! today: the shared database's feed, filtered), and the *driver* here frames them as a normal,
+//! longpoll, continuous or eventsource feed with heartbeats, limits and timeouts. A different
+//! source (a per-user index) only has to produce the same [`Batch`]es.
+//!
+//! Invariants: every `seq`/`last_seq` a client sees is a sealed backend sequence
+//! ([`crate::seq`]); `last_seq` is the backend position after the last row sent, so it never
+//! goes backwards and resuming from it never skips a change; longpoll really waits.
+
+use super::{bool_of, Query, Req};
+use crate::body::{self, Body, ChunkSender};
+use crate::changes_filter::{self, Batch};
+use crate::error::{Error, Result};
+use crate::namespace::Namespace;
+use crate::proxy::State;
+use crate::seq::Since;
+use http::{header, HeaderValue, Method, Response};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// CouchDB's default for `timeout` and for `heartbeat=true`.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    Normal,
+    Longpoll,
+    Continuous,
+    EventSource,
+}
+
+/// A parsed `_changes` request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Opts {
+    pub feed: Feed,
+    pub since: Since,
+    pub limit: Option<u64>,
+    pub descending: bool,
+    pub all_docs_style: bool,
+    pub include_docs: bool,
+    pub conflicts: bool,
+    pub attachments: bool,
+    pub att_encoding_info: bool,
+    /// Client ids of `filter=_doc_ids`.
+    pub doc_ids: Option<Vec<String>>,
+    pub heartbeat: Option<Duration>,
+    /// How long a live feed waits without a change; `None` when a heartbeat keeps it open.
+    pub timeout: Option<Duration>,
+}
+
+fn millis(q: &Query, key: &str) -> Result<Option<Duration>> {
+    match q.get(key) {
+        None => Ok(None),
+        Some("true") if key == "heartbeat" => Ok(Some(DEFAULT_TIMEOUT)),
+        Some(v) => v
+            .parse::<u64>()
+            .map(|ms| Some(Duration::from_millis(ms.max(1))))
+            .map_err(|_| Error::bad_request(format!("Invalid {key}: must be milliseconds"))),
+    }
+}
+
+/// Parses a `_changes` request from its query string and, for POST, its body.
+pub fn parse(st: &State, q: &Query, body: Option<&Map<String, Value>>) -> Result<Opts> {
+    let feed = match q.get("feed").unwrap_or("normal") {
+        "normal" => Feed::Normal,
+        "longpoll" => Feed::Longpoll,
+        "continuous" => Feed::Continuous,
+        "eventsource" => Feed::EventSource,
+        other => {
+            return Err(Error::bad_request(format!(
+                "Supported `feed` types: normal, continuous, longpoll, eventsource; not `{other}`"
+            )))
+        }
+    };
+    let since = match q.get("since") {
+        None => Since::Zero,
+        Some(raw) => st.seqs.since(&Value::String(raw.to_owned())),
+    };
+    let doc_ids = match q.get("filter") {
+        None => None,
+        Some("_doc_ids") => {
+            let ids = match body.and_then(|b| b.get("doc_ids")) {
+                Some(v) => v.clone(),
+                None => q
+                    .json("doc_ids")?
+                    .ok_or_else(|| Error::bad_request("filter=_doc_ids needs `doc_ids`"))?,
+            };
+            let Value::Array(ids) = ids else {
+                return Err(Error::bad_request("`doc_ids` must be a JSON array"));
+            };
+            Some(
+                ids.into_iter()
+                    .map(|v| match v {
+                        Value::String(s) => Ok(s),
+                        _ => Err(Error::bad_request("`doc_ids` must be strings")),
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            )
+        }
+        Some("_selector") => {
+            return Err(Error::NotImplemented(
+                "filter=_selector is not supported by couchgate; use filter=_doc_ids".into(),
+            ))
+        }
+        Some(f) if f == "_view" || f == "_design" || f.contains('/') => {
+            return Err(Error::NotImplemented(format!(
+                "filter `{f}`: couchgate never runs design document functions"
+            )))
+        }
+        Some(f) => return Err(Error::bad_request(format!("unknown filter `{f}`"))),
+    };
+    let heartbeat = millis(q, "heartbeat")?;
+    let timeout = match (heartbeat, millis(q, "timeout")?) {
+        (Some(_), _) => None,
+        (None, t) => Some(t.unwrap_or(DEFAULT_TIMEOUT)),
+    };
+    let style = q.get("style").unwrap_or("main_only");
+    if style != "main_only" && style != "all_docs" {
+        return Err(Error::bad_request("style must be main_only or all_docs"));
+    }
+    let descending = q.flag("descending")?;
+    if descending && feed != Feed::Normal {
+        return Err(Error::bad_request("descending is only supported with feed=normal"));
+    }
+    Ok(Opts {
+        feed,
+        since,
+        limit: q.u64("limit")?,
+        descending,
+        all_docs_style: style == "all_docs",
+        include_docs: q.flag("include_docs")?,
+        conflicts: q.flag("conflicts")?,
+        attachments: q.flag("attachments")?,
+        att_encoding_info: q.flag("att_encoding_info")?,
+        doc_ids,
+        heartbeat,
+        timeout,
+    })
+}
+
+pub async fn handle(st: &Arc<State>, ns: &Namespace, req: Req) -> Result<Response<Body>> {
+    let query = req.query.clone();
+    let body = if req.method == Method::POST {
+        match req.json().await? {
+            Value::Object(m) => Some(m),
+            _ => return Err(Error::bad_request("Request body must be a JSON object")),
+        }
+    } else {
+        None
+    };
+    if let Some(b) = &body {
+        // `seq_interval` and similar are accepted and ignored; a selector is refused.
+        if b.contains_key("selector") && query.get("filter") != Some("_selector") {
+            return Err(Error::NotImplemented(
+                "selectors are not supported by couchgate; use filter=_doc_ids".into(),
+            ));
+        }
+        bool_of(b.get("include_docs").unwrap_or(&Value::Null), "include_docs")?;
+    }
+    let opts = parse(st, &query, body.as_ref())?;
+    let mut since = match &opts.since {
+        Since::Zero => json!(0),
+        Since::Now => json!("now"),
+        Since::Backend(v) => v.clone(),
+    };
+    // The first batch is read before answering, so a failing backend gets a proper status.
+    let first = changes_filter::fetch(st, ns, &opts, &since, None).await?;
+    if opts.since == Since::Now {
+        since = first.last_seq.clone();
+    }
+    let (tx, body) = body::channel(8);
+    let content_type = if opts.feed == Feed::EventSource {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    let st = Arc::clone(st);
+    let ns = ns.clone();
+    tokio::spawn(async move {
+        let mut driver = Driver {
+            st: &st,
+            ns: &ns,
+            opts: &opts,
+            tx,
+            sent: 0,
+            since,
+        };
+        if let Err(e) = driver.run(first).await {
+            tracing::warn!(error = %e, "_changes feed ended early");
+        }
+    });
+    let mut r = Response::new(body);
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(r)
+}
+
+/// Frames batches from the source as the requested feed.
+struct Driver<'a> {
+    st: &'a State,
+    ns: &'a Namespace,
+    opts: &'a Opts,
+    tx: ChunkSender,
+    /// Rows sent so far.
+    sent: u64,
+    /// Backend sequence after the last row sent or skipped.
+    since: Value,
+}
+
+/// Why the driver stopped early.
+enum Stop {
+    /// The client went away.
+    Gone,
+    /// `limit` rows were sent.
+    Limit,
+}
+
+impl Driver<'_> {
+    async fn run(&mut self, first: Batch) -> Result<()> {
+        let head = match self.opts.feed {
+            Feed::Normal | Feed::Longpoll => "{\"results\":[\n",
+            Feed::Continuous | Feed::EventSource => "",
+        };
+        if !head.is_empty() && !self.tx.send(head).await {
+            return Ok(());
+        }
+        let outcome = self.pump(first).await?;
+        if matches!(outcome, Some(Stop::Gone)) {
+            return Ok(());
+        }
+        let last_seq = json!(self.st.seqs.seal(&self.since));
+        let tail = match self.opts.feed {
+            Feed::Normal | Feed::Longpoll => format!("\n],\n\"last_seq\":{last_seq}}}\n"),
+            Feed::Continuous => format!("{{\"last_seq\":{last_seq}}}\n"),
+            Feed::EventSource => String::new(),
+        };
+        if !tail.is_empty() {
+            self.tx.send(tail).await;
+        }
+        Ok(())
+    }
+
+    /// Sends rows until the feed is done; `None` when it ended normally.
+    async fn pump(&mut self, first: Batch) -> Result<Option<Stop>> {
+        // Catch up with everything already there.
+        let mut batch = first;
+        loop {
+            let caught_up = batch.caught_up;
+            if let Some(stop) = self.send_batch(batch).await {
+                return Ok(Some(stop));
+            }
+            if caught_up || self.opts.descending {
+                break;
+            }
+            batch = changes_filter::fetch(self.st, self.ns, self.opts, &self.since, None).await?;
+        }
+        if self.opts.feed == Feed::Normal || (self.opts.feed == Feed::Longpoll && self.sent > 0) {
+            return Ok(None);
+        }
+        // Live: wait for changes of this namespace.
+        let mut deadline = self.opts.timeout.map(|t| Instant::now() + t);
+        let mut heartbeat = self.opts.heartbeat.map(|h| {
+            let mut i = tokio::time::interval_at(Instant::now() + h, h);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
+        loop {
+            let wait = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(None);
+                    }
+                    left.min(DEFAULT_TIMEOUT)
+                }
+                None => DEFAULT_TIMEOUT,
+            };
+            let since = self.since.clone();
+            let fetch = changes_filter::fetch(self.st, self.ns, self.opts, &since, Some(wait));
+            tokio::pin!(fetch);
+            let batch = loop {
+                tokio::select! {
+                    b = &mut fetch => break b?,
+                    _ = tick(&mut heartbeat) => {
+                        let beat = if self.opts.feed == Feed::EventSource { "event: heartbeat\ndata: \n\n" } else { "\n" };
+                        if !self.tx.send(beat).await {
+                            return Ok(Some(Stop::Gone));
+                        }
+                    }
+                }
+            };
+            let got_rows = !batch.rows.is_empty();
+            if let Some(stop) = self.send_batch(batch).await {
+                return Ok(Some(stop));
+            }
+            if got_rows && self.opts.feed == Feed::Longpoll {
+                return Ok(None);
+            }
+            if got_rows {
+                // A continuous feed's inactivity timeout restarts with every change.
+                deadline = self.opts.timeout.map(|t| Instant::now() + t);
+            }
+        }
+    }
+
+    /// Sends a batch's rows, advancing `since`.
+    async fn send_batch(&mut self, batch: Batch) -> Option<Stop> {
+        let mut chunk = String::new();
+        for row in batch.rows {
+            let seq = self.st.seqs.seal(&row.seq);
+            let mut value = row.row;
+            value["seq"] = Value::String(seq.clone());
+            self.since = row.seq;
+            match self.opts.feed {
+                Feed::Normal | Feed::Longpoll => {
+                    if self.sent > 0 {
+                        chunk.push_str(",\n");
+                    }
+                    chunk.push_str(&value.to_string());
+                }
+                Feed::Continuous => {
+                    chunk.push_str(&value.to_string());
+                    chunk.push('\n');
+                }
+                Feed::EventSource => {
+                    chunk.push_str(&format!("data: {value}\nid: {seq}\n\n"));
+                }
+            }
+            self.sent += 1;
+            if Some(self.sent) == self.opts.limit {
+                return Some(if self.tx.send(chunk).await {
+                    Stop::Limit
+                } else {
+                    Stop::Gone
+                });
+            }
+        }
+        if !chunk.is_empty() && !self.tx.send(chunk).await {
+            return Some(Stop::Gone);
+        }
+        // Rows of other namespaces were skipped up to here: resuming after it loses nothing.
+        self.since = batch.last_seq;
+        None
+    }
+}
+
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> State {
+        crate::proxy::tests::state()
+    }
+
+    #[test]
+    fn options() {
+        let st = state();
+        let o = parse(
+            &st,
+            &Query::parse("feed=longpoll&heartbeat=10000&style=all_docs&since=now&limit=5"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(o.feed, Feed::Longpoll);
+        assert_eq!(o.since, Since::Now);
+        assert_eq!(o.heartbeat, Some(Duration::from_secs(10)));
+        assert_eq!(o.timeout, None, "a heartbeat keeps the feed open");
+        assert!(o.all_docs_style);
+        assert_eq!(o.limit, Some(5));
+        let o = parse(&st, &Query::parse("feed=continuous&timeout=500"), None).unwrap();
+        assert_eq!(o.timeout, Some(Duration::from_millis(500)));
+        let o = parse(&st, &Query::parse("since=garbage"), None).unwrap();
+        assert_eq!(o.since, Since::Zero, "a foreign since replays from the start");
+    }
+
+    #[test]
+    fn filters() {
+        let st = state();
+        let q = Query::parse("filter=_doc_ids&doc_ids=%5B%22a%22%5D");
+        assert_eq!(parse(&st, &q, None).unwrap().doc_ids, Some(vec!["a".into()]));
+        let mut body = Map::new();
+        body.insert("doc_ids".into(), json!(["b"]));
+        let q = Query::parse("filter=_doc_ids");
+        assert_eq!(parse(&st, &q, Some(&body)).unwrap().doc_ids, Some(vec!["b".into()]));
+        for (q, status) in [
+            ("filter=_selector", 501),
+            ("filter=app/by_type", 501),
+            ("filter=_view&view=a/b", 501),
+            ("filter=nonsense", 400),
+            ("filter=_doc_ids", 400),
+            ("feed=sideways", 400),
+            ("heartbeat=soon", 400),
+            ("style=odd", 400),
+            ("descending=true&feed=longpoll", 400),
+        ] {
+            assert_eq!(parse(&st, &Query::parse(q), None).unwrap_err().status(), status, "{q}");
+        }
+    }
+}

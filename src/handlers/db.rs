@@ -1,0 +1,120 @@
+//! `/{db}`: the life cycle and information of a virtual database, and `/_uuids`.
+
+use super::Req;
+use crate::auth::Identity;
+use crate::backend::query_string;
+use crate::body::{json_response, Body};
+use crate::error::{Error, Result};
+use crate::namespace::Namespace;
+use crate::proxy::{not_allowed, State};
+use http::{Method, Response, StatusCode};
+use rand::RngCore;
+use serde_json::{json, Value};
+
+/// Ids counted per backend request when a namespace's documents are counted.
+const COUNT_PAGE: usize = 10_000;
+
+pub async fn handle(st: &State, who: &Identity, db: &str, req: Req) -> Result<Response<Body>> {
+    match req.method {
+        Method::GET | Method::HEAD => {
+            let ns = st.registry.require(&who.user, db).await?;
+            info(st, &ns, db).await
+        }
+        Method::PUT => {
+            st.registry.create(&who.user, db).await?;
+            Ok(json_response(StatusCode::CREATED, &json!({"ok": true})))
+        }
+        Method::DELETE => {
+            if req.query.get("rev").is_some() {
+                return Err(Error::bad_request(
+                    "You tried to DELETE a database with a ?rev= parameter. Did you mean to \
+                     DELETE a document instead?",
+                ));
+            }
+            st.registry.delete(&who.user, db).await?;
+            Ok(json_response(StatusCode::OK, &json!({"ok": true})))
+        }
+        Method::POST => {
+            let ns = st.registry.require(&who.user, db).await?;
+            super::doc::post(st, &ns, req).await
+        }
+        _ => Err(not_allowed(&[
+            Method::GET,
+            Method::HEAD,
+            Method::PUT,
+            Method::DELETE,
+            Method::POST,
+        ])),
+    }
+}
+
+/// `GET /{db}`: figures of this namespace only, never of the shared database.
+async fn info(st: &State, ns: &Namespace, db: &str) -> Result<Response<Body>> {
+    let (_, shared) = st
+        .backend
+        .json(Method::GET, &st.backend.db_url(""), None)
+        .await?;
+    let update_seq = st.seqs.seal(&shared["update_seq"]);
+    let doc_count = count_docs(st, ns).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "db_name": db,
+            "update_seq": update_seq,
+            "doc_count": doc_count,
+            "doc_del_count": 0,
+            "purge_seq": 0,
+            "compact_running": false,
+            "sizes": {"active": 0, "external": 0, "file": 0},
+            "props": {},
+            "disk_format_version": 8,
+            "instance_start_time": "0",
+        }),
+    ))
+}
+
+/// Counts the live documents of a namespace by walking its `_all_docs` range.
+pub async fn count_docs(st: &State, ns: &Namespace) -> Result<u64> {
+    count_range(st, &ns.start_key(), &ns.end_key()).await
+}
+
+/// Counts the ids in `[start, end)` of the backing `_all_docs`.
+pub async fn count_range(st: &State, start: &str, end: &str) -> Result<u64> {
+    let mut count = 0u64;
+    let mut from = start.to_owned();
+    loop {
+        let q = query_string([
+            ("startkey", json!(from).to_string()),
+            ("endkey", json!(end).to_string()),
+            ("inclusive_end", "false".into()),
+            ("limit", COUNT_PAGE.to_string()),
+        ]);
+        let (_, page) = st
+            .backend
+            .json(Method::GET, &st.backend.db_url(&format!("/_all_docs{q}")), None)
+            .await?;
+        let rows = page["rows"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        count += rows.len() as u64;
+        match rows.last().and_then(|r| r["id"].as_str()) {
+            Some(last) if rows.len() == COUNT_PAGE => from = format!("{last}\u{0}"),
+            _ => return Ok(count),
+        }
+    }
+}
+
+/// `GET /_uuids?count=N`.
+pub fn uuids(req: &Req) -> Result<Response<Body>> {
+    let count = req.query.u64("count")?.unwrap_or(1);
+    if count > 1000 {
+        return Err(Error::bad_request("count parameter too large"));
+    }
+    let ids: Vec<Value> = (0..count).map(|_| Value::String(new_uuid())).collect();
+    Ok(json_response(StatusCode::OK, &json!({ "uuids": ids })))
+}
+
+/// A random 32-hex-digit id, as CouchDB generates them.
+pub fn new_uuid() -> String {
+    let mut b = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

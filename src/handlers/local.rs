@@ -1,0 +1,19 @@
+//! `/{db}/_local/{id}`: replication checkpoints and other non-replicated documents, stored as
+//! backend `_local` documents under the namespace's own local prefix.
+
+use super::Req;
+use crate::body::Body;
+use crate::error::Result;
+use crate::namespace::Namespace;
+use crate::proxy::{only, State};
+use http::{Method, Response};
+
+pub async fn handle(st: &State, ns: &Namespace, id: &str, req: Req) -> Result<Response<Body>> {
+    only(
+        &req.method,
+        &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
+    )?;
+    // `_local` documents behave as documents without revision history; the document handler
+    // serves them, with the local id encoding chosen by `Namespace::encode_id`.
+    super::doc::handle(st, ns, id, req).await
+}

@@ -1,0 +1,165 @@
+//! One module per CouchDB endpoint family. Each handler parses the client's request, calls the
+//! backend with ids rewritten into the caller's namespace, and rewrites the answer back.
+
+pub mod all_docs;
+pub mod attachment;
+pub mod bulk_docs;
+pub mod bulk_get;
+pub mod changes;
+pub mod db;
+pub mod doc;
+pub mod local;
+pub mod revs_diff;
+pub mod session;
+
+use crate::body::{self, read_json};
+use crate::error::{Error, Result};
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+use hyper::body::Incoming;
+use serde_json::Value;
+
+/// A request as handlers see it: method, headers, decoded query and the unread body.
+pub struct Req {
+    pub method: Method,
+    pub headers: HeaderMap,
+    pub query: Query,
+    pub body: Incoming,
+    pub max_body: u64,
+}
+
+impl Req {
+    pub fn new(parts: http::request::Parts, body: Incoming, max_body: u64) -> Result<Req> {
+        if let Some(len) = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            if len > max_body {
+                return Err(Error::TooLarge(format!(
+                    "the request body is larger than {max_body} bytes"
+                )));
+            }
+        }
+        Ok(Req {
+            method: parts.method,
+            query: Query::parse(parts.uri.query().unwrap_or("")),
+            headers: parts.headers,
+            body,
+            max_body,
+        })
+    }
+
+    /// The body as JSON (content type, size and syntax checked).
+    pub async fn json(self) -> Result<Value> {
+        read_json(&self.headers, self.body, self.max_body).await
+    }
+
+    /// The body as bytes, size checked.
+    pub async fn bytes(self) -> Result<Bytes> {
+        body::read_limited(self.body, self.max_body).await
+    }
+
+    /// The body as a stream bounded to the size limit, for forwarding.
+    pub fn stream_body(self) -> body::Body {
+        let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
+        body::boxed(http_body_util::Limited::new(self.body, limit))
+    }
+}
+
+/// A decoded query string.
+#[derive(Debug, Default, Clone)]
+pub struct Query(pub Vec<(String, String)>);
+
+impl Query {
+    pub fn parse(raw: &str) -> Query {
+        Query(
+            url::form_urlencoded::parse(raw.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    /// The last value given for `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn bool(&self, key: &str) -> Result<Option<bool>> {
+        self.get(key).map(|v| parse_bool(key, v)).transpose()
+    }
+
+    pub fn flag(&self, key: &str) -> Result<bool> {
+        Ok(self.bool(key)?.unwrap_or(false))
+    }
+
+    pub fn u64(&self, key: &str) -> Result<Option<u64>> {
+        self.get(key)
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    Error::bad_request(format!("Invalid value for {key}: must be a non-negative integer"))
+                })
+            })
+            .transpose()
+    }
+
+    /// A JSON-valued parameter (`startkey`, `keys`, `open_revs`, ...).
+    pub fn json(&self, key: &str) -> Result<Option<Value>> {
+        self.get(key)
+            .map(|v| {
+                serde_json::from_str(v)
+                    .map_err(|_| Error::bad_request(format!("Invalid JSON in query parameter {key}")))
+            })
+            .transpose()
+    }
+}
+
+pub fn parse_bool(key: &str, v: &str) -> Result<bool> {
+    match v {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(Error::bad_request(format!(
+            "Invalid boolean parameter {key}: must be true or false"
+        ))),
+    }
+}
+
+/// A JSON body member or query parameter read as a boolean, whichever is given.
+pub fn bool_of(v: &Value, key: &str) -> Result<Option<bool>> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Bool(b) => Ok(Some(*b)),
+        Value::String(s) => parse_bool(key, s).map(Some),
+        _ => Err(Error::bad_request(format!("{key} must be a boolean"))),
+    }
+}
+
+/// Copies the named headers from a backend response onto ours.
+pub fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, names: &[http::HeaderName]) {
+    for name in names {
+        for v in from.get_all(name) {
+            to.append(name.clone(), v.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parsing() {
+        let q = Query::parse("a=1&b=%22x%22&a=2&flag=true&bad=yes");
+        assert_eq!(q.get("a"), Some("2"));
+        assert_eq!(q.json("b").unwrap(), Some(Value::String("x".into())));
+        assert_eq!(q.bool("flag").unwrap(), Some(true));
+        assert!(q.bool("bad").is_err());
+        assert!(q.u64("a").unwrap() == Some(2));
+        assert!(Query::parse("since[]=1").get("since").is_none());
+    }
+}

@@ -1,0 +1,42 @@
+//! couchgate: a CouchDB-compatible authenticating replication proxy.
+//!
+//! Clients (PouchDB, CouchDB's replicator) sync with a *virtual per-user database*; couchgate
+//! authenticates every request, rewrites document ids into the caller's namespace inside one
+//! shared backing database, and answers as if the user owned a database of their own.
+//!
+//! Map of the crate, in the order a request meets it:
+//! - [`server`]: accepts connections (TCP or TLS), caps them, shuts down gracefully.
+//! - [`proxy`]: the one request entry point, `Proxy::handle`; CORS; errors become responses.
+//! - [`routing`]: pure `method + path -> Route`.
+//! - [`auth`]: bearer JWT validation, giving the caller's user name.
+//! - [`handlers`]: one module per CouchDB endpoint family (`changes`, `all_docs`, `bulk_docs`, ...).
+//! - [`namespace`]: pure id encoding (user, virtual db, client id) <-> backing `_id`, and the
+//!   JSON rewriting of responses.
+//! - [`changes_filter`]: where a namespace's `_changes` rows come from today.
+//! - [`vdb`]: the life cycle of virtual databases (their metadata documents and epochs).
+//! - [`seq`]: the opaque sequence tokens couchgate hands to clients.
+//! - [`backend`]: the pooled HTTP client towards CouchDB.
+//! - [`error`]: the one error type, mapped to CouchDB's `{"error","reason"}` bodies.
+//! - [`config`]: command line, environment and TOML configuration.
+//! - [`devbackend`]: demo mode, a local PouchDB Server when no CouchDB URL is configured.
+
+pub mod auth;
+pub mod backend;
+pub mod body;
+pub mod changes_filter;
+pub mod config;
+pub mod cors;
+pub mod devbackend;
+pub mod error;
+pub mod handlers;
+pub mod namespace;
+pub mod proxy;
+pub mod routing;
+pub mod seq;
+pub mod server;
+pub mod tls;
+pub mod vdb;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use proxy::Proxy;

@@ -1,0 +1,112 @@
+//! The couchgate binary: configuration, logging, binding, serving.
+
+use clap::Parser;
+use couchgate::config::{Args, Config, JwtKey};
+use couchgate::{backend::Backend, devbackend, server, tls, Proxy};
+use std::process::ExitCode;
+
+/// sysexits' EX_USAGE: bad configuration.
+const EXIT_CONFIG: u8 = 64;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut config = match Config::from_args(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("couchgate: configuration error: {}", e.reason());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    // Demo mode: a local PouchDB Server and a made-up secret, printed with a token.
+    let mut _dev = None;
+    let backend_url = match config.couchdb_url.clone() {
+        Some(u) => u,
+        None => match devbackend::start().await {
+            Ok(d) => {
+                let url = d.url.clone();
+                _dev = Some(d);
+                config.couchdb_url = Some(url.clone());
+                url
+            }
+            Err(e) => {
+                eprintln!("couchgate: cannot start the demo backend: {}", e.reason());
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let demo_secret = if _dev.is_some() && config.jwt_key.is_none() {
+        let s = devbackend::demo_secret();
+        config.jwt_key = Some(JwtKey::Hmac(s.clone().into_bytes()));
+        Some(s)
+    } else {
+        None
+    };
+
+    let backend = match Backend::new(&backend_url, &config) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("couchgate: configuration error: {}", e.reason());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Err(e) = backend.ensure_database().await {
+        eprintln!(
+            "couchgate: cannot use the backing database `{}`: {}",
+            config.database,
+            e.reason()
+        );
+        return ExitCode::FAILURE;
+    }
+    let acceptor = match &config.tls {
+        Some((cert, key)) => match tls::acceptor(cert, key) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("couchgate: configuration error: {}", e.reason());
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        None => None,
+    };
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("couchgate: cannot listen on {}: {e}", config.listen);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let addr = listener.local_addr().expect("a bound listener has an address");
+    let limits = server::Limits {
+        max_connections: config.max_connections,
+        shutdown_timeout: config.shutdown_timeout,
+    };
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    let proxy = match Proxy::new(config, backend) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("couchgate: configuration error: {}", e.reason());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    tracing::info!(%addr, config = ?proxy.state.config, "couchgate started");
+    println!("couchgate listening on {scheme}://{addr}");
+    if let Some(secret) = demo_secret {
+        match devbackend::demo_token(&secret) {
+            Ok(token) => {
+                println!("demo mode: backend is an in-memory PouchDB Server at {backend_url}");
+                println!("demo token (user `demo`, valid 24 h):\n{token}");
+                println!("try: curl -H \"Authorization: Bearer $TOKEN\" -X PUT {scheme}://{addr}/notes");
+            }
+            Err(e) => eprintln!("couchgate: cannot make a demo token: {}", e.reason()),
+        }
+    }
+    server::run(listener, proxy, acceptor, limits, server::shutdown_signal()).await;
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,251 @@
+//! The one request entry point: [`Proxy::handle`] routes, authenticates, authorizes and hands
+//! the request to its handler; every error becomes a CouchDB-shaped response here.
+
+use crate::auth::{Authenticator, Identity};
+use crate::backend::Backend;
+use crate::body::{json_response, Body};
+use crate::config::Config;
+use crate::cors::Cors;
+use crate::error::{Error, Fault, Result};
+use crate::handlers::{self, Req};
+use crate::routing::{self, DbEndpoint, Route};
+use crate::seq::SeqCodec;
+use crate::vdb::Registry;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+use std::sync::Arc;
+use tracing::Instrument;
+
+/// Shared state of one couchgate instance.
+#[derive(Debug)]
+pub struct State {
+    pub config: Config,
+    pub backend: Backend,
+    pub registry: Arc<Registry>,
+    pub seqs: SeqCodec,
+    pub auth: Authenticator,
+    pub cors: Cors,
+}
+
+/// Cheap to clone; one per connection.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    pub state: Arc<State>,
+}
+
+const SERVER: &str = concat!("couchgate/", env!("CARGO_PKG_VERSION"));
+
+impl Proxy {
+    pub fn new(config: Config, backend: Backend) -> Result<Proxy> {
+        let key = config.jwt_key.clone().ok_or_else(|| {
+            Error::bad_request("no token key configured (--jwt-secret or --jwt-public-key)")
+        })?;
+        let auth = Authenticator::new(&config, &key)?;
+        Ok(Proxy {
+            state: Arc::new(State {
+                seqs: SeqCodec::new(&config.seq_secret()),
+                registry: Arc::new(Registry::new(backend.clone())),
+                cors: Cors::new(&config.cors),
+                auth,
+                backend,
+                config,
+            }),
+        })
+    }
+
+    /// Serves one request. Never fails: errors become CouchDB-shaped responses.
+    pub async fn handle(&self, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
+        let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path());
+        let origin = req.headers().get(header::ORIGIN).cloned();
+        let method = req.method().clone();
+        let mut resp = match self.handle_inner(req).instrument(span.clone()).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                let _g = span.enter();
+                match e.fault() {
+                    Fault::Client => tracing::info!(status = %e.status(), error = e.name(), reason = %e.reason(), "refused"),
+                    Fault::Backend => tracing::warn!(status = %e.status(), error = e.name(), reason = %e.reason(), "backend failure"),
+                    Fault::Couchgate => tracing::error!(reason = %e.reason(), "internal error"),
+                }
+                let mut r = json_response(e.status(), &e.body());
+                if e.status() == StatusCode::UNAUTHORIZED {
+                    r.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer realm=\"couchgate\""),
+                    );
+                }
+                r
+            }
+        };
+        if method == Method::HEAD {
+            *resp.body_mut() = crate::body::empty();
+        }
+        let h = resp.headers_mut();
+        h.insert(header::SERVER, HeaderValue::from_static(SERVER));
+        h.entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static("must-revalidate"));
+        self.state.cors.decorate(origin.as_ref(), h);
+        Ok(resp)
+    }
+
+    async fn handle_inner(&self, req: Request<Incoming>) -> Result<Response<Body>> {
+        let st = &self.state;
+        if let Some(resp) = st.cors.preflight(&req) {
+            return Ok(resp);
+        }
+        let route = routing::route(req.uri().path())?;
+        let (parts, body) = req.into_parts();
+        let req = Req::new(parts, body, st.config.max_body_bytes)?;
+        let method = req.method.clone();
+
+        match route {
+            Route::Welcome => {
+                only(&method, &[Method::GET, Method::HEAD])?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({
+                        "couchdb": "Welcome",
+                        "version": "3.3.3",
+                        "vendor": {"name": "couchgate", "version": env!("CARGO_PKG_VERSION")},
+                        "features": [],
+                        "couchgate": env!("CARGO_PKG_VERSION"),
+                    }),
+                ))
+            }
+            Route::Up => {
+                only(&method, &[Method::GET, Method::HEAD])?;
+                Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
+            }
+            Route::Session => {
+                only(&method, &[Method::GET, Method::HEAD])?;
+                let who = self.authenticate(&req)?;
+                Ok(handlers::session::get(&who))
+            }
+            Route::Uuids => {
+                only(&method, &[Method::GET, Method::HEAD])?;
+                handlers::db::uuids(&req)
+            }
+            Route::RefusedServer(refusal) => {
+                Err(refusal.into_error("this endpoint"))
+            }
+            Route::Db { db } => {
+                let who = self.authorize(&req, &db)?;
+                handlers::db::handle(st, &who, &db, req).await
+            }
+            Route::RefusedDb { db, refusal } => {
+                self.authorize(&req, &db)?;
+                Err(refusal.into_error("this endpoint"))
+            }
+            Route::DbEndpoint { db, endpoint } => {
+                let who = self.authorize(&req, &db)?;
+                let ns = st.registry.require(&who.user, &db).await?;
+                match endpoint {
+                    DbEndpoint::AllDocs => {
+                        only(&method, &[Method::GET, Method::HEAD, Method::POST])?;
+                        handlers::all_docs::handle(st, &ns, req).await
+                    }
+                    DbEndpoint::Changes => {
+                        only(&method, &[Method::GET, Method::HEAD, Method::POST])?;
+                        handlers::changes::handle(st, &ns, req).await
+                    }
+                    DbEndpoint::BulkDocs => {
+                        only(&method, &[Method::POST])?;
+                        handlers::bulk_docs::handle(st, &ns, req).await
+                    }
+                    DbEndpoint::BulkGet => {
+                        only(&method, &[Method::POST])?;
+                        handlers::bulk_get::handle(st, &ns, req).await
+                    }
+                    DbEndpoint::RevsDiff => {
+                        only(&method, &[Method::POST])?;
+                        handlers::revs_diff::handle(st, &ns, req).await
+                    }
+                    DbEndpoint::EnsureFullCommit => {
+                        only(&method, &[Method::POST])?;
+                        Ok(json_response(
+                            StatusCode::CREATED,
+                            &json!({"ok": true, "instance_start_time": "0"}),
+                        ))
+                    }
+                }
+            }
+            Route::Local { db, id } => {
+                let who = self.authorize(&req, &db)?;
+                let ns = st.registry.require(&who.user, &db).await?;
+                handlers::local::handle(st, &ns, &id, req).await
+            }
+            Route::Doc { db, id } => {
+                let who = self.authorize(&req, &db)?;
+                let ns = st.registry.require(&who.user, &db).await?;
+                handlers::doc::handle(st, &ns, &id, req).await
+            }
+            Route::Attachment { db, id, name } => {
+                let who = self.authorize(&req, &db)?;
+                let ns = st.registry.require(&who.user, &db).await?;
+                handlers::attachment::handle(st, &ns, &id, &name, req).await
+            }
+        }
+    }
+
+    fn authenticate(&self, req: &Req) -> Result<Identity> {
+        self.state.auth.authenticate(&req.headers)
+    }
+
+    /// Authenticates the caller and checks that `db` is a name they may use.
+    fn authorize(&self, req: &Req, db: &str) -> Result<Identity> {
+        let who = self.authenticate(req)?;
+        if !self.state.config.allowed_databases.allows(db) {
+            return Err(Error::Forbidden(format!(
+                "the database name `{db}` is not allowed on this server"
+            )));
+        }
+        Ok(who)
+    }
+}
+
+/// CouchDB's 405 for a method an endpoint does not serve.
+pub fn only(method: &Method, allowed: &[Method]) -> Result<()> {
+    if allowed.contains(method) {
+        Ok(())
+    } else {
+        Err(not_allowed(allowed))
+    }
+}
+
+/// The 405 error naming the methods an endpoint serves.
+pub fn not_allowed(allowed: &[Method]) -> Error {
+    let names: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+    Error::MethodNotAllowed(format!("Only {} allowed", names.join(",")))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::Args;
+    use clap::Parser;
+
+    /// A state for pure tests; its backend is never contacted.
+    pub fn state() -> State {
+        let args = Args::try_parse_from([
+            "couchgate",
+            "--couchdb-url",
+            "http://127.0.0.1:9",
+            "--jwt-secret",
+            "0123456789abcdef0123456789abcdef",
+        ])
+        .unwrap();
+        let config = Config::from_args(args).unwrap();
+        let backend = Backend::new(config.couchdb_url.as_deref().unwrap(), &config).unwrap();
+        let proxy = Proxy::new(config, backend).unwrap();
+        Arc::try_unwrap(proxy.state).unwrap()
+    }
+
+    #[test]
+    fn methods() {
+        assert!(only(&Method::GET, &[Method::GET]).is_ok());
+        let e = only(&Method::PATCH, &[Method::GET, Method::HEAD]).unwrap_err();
+        assert_eq!(e.status(), 405);
+        assert_eq!(e.reason(), "Only GET,HEAD allowed");
+    }
+}

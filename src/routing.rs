@@ -1,0 +1,353 @@
+//! Routing: a request path to the [`Route`] that serves it. Pure; no I/O.
+//!
+//! Paths are split on `/` first and each segment is percent-decoded exactly once afterwards, so
+//! `%2F` inside a segment is data (`/db/a%2Fb` is the document `a/b`), `%252F` is the literal
+//! text `%2F`, and `..` is an ordinary id, never a path step. Only the `_`-prefixed endpoints
+//! named here are served; every other `_` name answers an error and never reaches the backend.
+
+use crate::error::{Error, Result};
+use percent_encoding::percent_decode_str;
+
+/// Database endpoints couchgate serves for a virtual database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbEndpoint {
+    AllDocs,
+    Changes,
+    BulkDocs,
+    BulkGet,
+    RevsDiff,
+    EnsureFullCommit,
+}
+
+/// What a request path addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `/`
+    Welcome,
+    /// `/_up`
+    Up,
+    /// `/_session`
+    Session,
+    /// `/_uuids`
+    Uuids,
+    /// A server-level endpoint couchgate refuses, with the error it answers.
+    RefusedServer(Refusal),
+    /// `/{db}`
+    Db { db: String },
+    /// `/{db}/_all_docs`, `/{db}/_changes`, ...
+    DbEndpoint { db: String, endpoint: DbEndpoint },
+    /// A database-level `_` endpoint couchgate refuses.
+    RefusedDb { db: String, refusal: Refusal },
+    /// `/{db}/_local/{id}`; `id` is the client id including `_local/`.
+    Local { db: String, id: String },
+    /// `/{db}/{id}` and `/{db}/_design/{name}`.
+    Doc { db: String, id: String },
+    /// `/{db}/{id}/{attachment name, may contain /}`.
+    Attachment { db: String, id: String, name: String },
+}
+
+/// Why an endpoint is refused; becomes the matching CouchDB error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// 403: exists in CouchDB but is an administrator's or a shared-database matter.
+    Forbidden(&'static str),
+    /// 501: a per-user version is not implemented.
+    NotImplemented(&'static str),
+    /// 404: not a CouchDB endpoint.
+    NotFound,
+    /// 400: an id starting with `_` that CouchDB reserves.
+    IllegalDocId,
+}
+
+impl Refusal {
+    pub fn into_error(self, what: &str) -> Error {
+        match self {
+            Refusal::Forbidden(why) => Error::Forbidden(format!("{what}: {why}")),
+            Refusal::NotImplemented(why) => Error::NotImplemented(format!("{what}: {why}")),
+            Refusal::NotFound => Error::NotFound("Database does not exist.".into()),
+            Refusal::IllegalDocId => Error::IllegalDocId(
+                "Only reserved document ids may start with underscore.".into(),
+            ),
+        }
+    }
+}
+
+const ADMIN_ONLY: &str = "an administrator's endpoint, not exposed through couchgate";
+const SHARED_DB: &str = "acts on the shared backing database and is not exposed through couchgate";
+
+fn server_refusal(name: &str) -> Refusal {
+    match name {
+        "_all_dbs" | "_dbs_info" => {
+            Refusal::NotImplemented("listing virtual databases is not supported")
+        }
+        "_users" | "_replicator" | "_global_changes" | "_config" | "_node" | "_replicate"
+        | "_active_tasks" | "_scheduler" | "_membership" | "_cluster_setup" | "_reshard"
+        | "_stats" | "_system" | "_db_updates" | "_restart" | "_search_analyze" => {
+            Refusal::Forbidden(ADMIN_ONLY)
+        }
+        _ => Refusal::NotFound,
+    }
+}
+
+fn db_refusal(name: &str) -> Refusal {
+    match name {
+        "_security" | "_purge" | "_purged_infos_limit" | "_compact" | "_view_cleanup"
+        | "_revs_limit" | "_shards" | "_sync_shards" | "_partition" => Refusal::Forbidden(SHARED_DB),
+        "_find" | "_index" | "_explain" | "_design_docs" | "_local_docs" | "_missing_revs"
+        | "_temp_view" | "_all_docs_queries" | "_search_cleanup" | "_nouveau_cleanup" => {
+            Refusal::NotImplemented("not supported on virtual databases")
+        }
+        _ => Refusal::IllegalDocId,
+    }
+}
+
+/// Checks a database name by CouchDB's rule: `^[a-z][a-z0-9_$()+/-]*$`, at most 238 bytes.
+pub fn validate_db_name(name: &str) -> Result<()> {
+    let ok = name.len() <= 238
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_$()+-/".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::IllegalDatabaseName(format!(
+            "Name: '{name}'. Only lowercase characters (a-z), digits (0-9), and any of the \
+             characters _, $, (, ), +, -, and / are allowed. Must begin with a letter."
+        )))
+    }
+}
+
+fn decode(segment: &str) -> Result<String> {
+    percent_decode_str(segment)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| Error::bad_request("path is not valid percent-encoded UTF-8"))
+}
+
+/// Routes a raw request path (without the query string).
+pub fn route(path: &str) -> Result<Route> {
+    let path = path.strip_prefix('/').unwrap_or(path);
+    let path = path.strip_suffix('/').unwrap_or(path);
+    if path.is_empty() {
+        return Ok(Route::Welcome);
+    }
+    let raw: Vec<&str> = path.split('/').collect();
+    if raw.iter().any(|s| s.is_empty()) {
+        return Err(Error::bad_request("empty path segment"));
+    }
+    let first = decode(raw[0])?;
+    if first.starts_with('_') {
+        if raw.len() == 1 {
+            match first.as_str() {
+                "_up" => return Ok(Route::Up),
+                "_session" => return Ok(Route::Session),
+                "_uuids" => return Ok(Route::Uuids),
+                _ => {}
+            }
+        }
+        return Ok(Route::RefusedServer(server_refusal(&first)));
+    }
+    validate_db_name(&first)?;
+    let db = first;
+    let Some(&second_raw) = raw.get(1) else {
+        return Ok(Route::Db { db });
+    };
+    let second = decode(second_raw)?;
+    let rest = &raw[2..];
+
+    // Work out the document id and how many segments it used.
+    let (id, after) = match second.as_str() {
+        "_design" | "_local" => {
+            let Some(name) = rest.first() else {
+                return Err(Error::IllegalDocId(format!("Illegal document id `{second}/`")));
+            };
+            (format!("{second}/{}", decode(name)?), &rest[1..])
+        }
+        s if s.starts_with('_') && !s.starts_with("_design/") && !s.starts_with("_local/") => {
+            if !rest.is_empty() {
+                return Ok(Route::RefusedDb {
+                    db,
+                    refusal: db_refusal(s),
+                });
+            }
+            let endpoint = match s {
+                "_all_docs" => DbEndpoint::AllDocs,
+                "_changes" => DbEndpoint::Changes,
+                "_bulk_docs" => DbEndpoint::BulkDocs,
+                "_bulk_get" => DbEndpoint::BulkGet,
+                "_revs_diff" => DbEndpoint::RevsDiff,
+                "_ensure_full_commit" => DbEndpoint::EnsureFullCommit,
+                other => {
+                    return Ok(Route::RefusedDb {
+                        db,
+                        refusal: db_refusal(other),
+                    })
+                }
+            };
+            return Ok(Route::DbEndpoint { db, endpoint });
+        }
+        _ => (second, rest),
+    };
+
+    if id.starts_with("_local/") {
+        if !after.is_empty() {
+            return Err(Error::bad_request("_local documents have no attachments"));
+        }
+        return Ok(Route::Local { db, id });
+    }
+    if after.is_empty() {
+        return Ok(Route::Doc { db, id });
+    }
+    let name = after
+        .iter()
+        .map(|s| decode(s))
+        .collect::<Result<Vec<_>>>()?
+        .join("/");
+    if id.starts_with("_design/") && name.starts_with('_') {
+        return Ok(Route::RefusedDb {
+            db,
+            refusal: Refusal::NotImplemented("design documents are stored as data and never run"),
+        });
+    }
+    Ok(Route::Attachment { db, id, name })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(db: &str, id: &str) -> Route {
+        Route::Doc {
+            db: db.into(),
+            id: id.into(),
+        }
+    }
+
+    #[test]
+    fn table() {
+        let att = |db: &str, id: &str, name: &str| Route::Attachment {
+            db: db.into(),
+            id: id.into(),
+            name: name.into(),
+        };
+        let ep = |endpoint| Route::DbEndpoint {
+            db: "db".into(),
+            endpoint,
+        };
+        let cases: Vec<(&str, Route)> = vec![
+            ("/", Route::Welcome),
+            ("/_up", Route::Up),
+            ("/_session", Route::Session),
+            ("/_uuids", Route::Uuids),
+            ("/db", Route::Db { db: "db".into() }),
+            ("/db/", Route::Db { db: "db".into() }),
+            ("/a%2Fb", Route::Db { db: "a/b".into() }),
+            ("/db/_all_docs", ep(DbEndpoint::AllDocs)),
+            ("/db/_changes", ep(DbEndpoint::Changes)),
+            ("/db/_bulk_docs", ep(DbEndpoint::BulkDocs)),
+            ("/db/_bulk_get", ep(DbEndpoint::BulkGet)),
+            ("/db/_revs_diff", ep(DbEndpoint::RevsDiff)),
+            ("/db/_ensure_full_commit", ep(DbEndpoint::EnsureFullCommit)),
+            ("/db/x", doc("db", "x")),
+            ("/db/a%2Fb", doc("db", "a/b")),
+            ("/db/a%252Fb", doc("db", "a%2Fb")),
+            ("/db/..", doc("db", "..")),
+            ("/db/_design/v", doc("db", "_design/v")),
+            ("/db/_design%2Fv", doc("db", "_design/v")),
+            (
+                "/db/_local/c",
+                Route::Local {
+                    db: "db".into(),
+                    id: "_local/c".into(),
+                },
+            ),
+            (
+                "/db/_local%2Fc",
+                Route::Local {
+                    db: "db".into(),
+                    id: "_local/c".into(),
+                },
+            ),
+            ("/db/x/a.txt", att("db", "x", "a.txt")),
+            ("/db/x/dir/a.txt", att("db", "x", "dir/a.txt")),
+            ("/db/x/dir%2Fa.txt", att("db", "x", "dir/a.txt")),
+            ("/db/_design/v/logo.png", att("db", "_design/v", "logo.png")),
+            (
+                "/db/_find",
+                Route::RefusedDb {
+                    db: "db".into(),
+                    refusal: Refusal::NotImplemented("not supported on virtual databases"),
+                },
+            ),
+            (
+                "/db/_security",
+                Route::RefusedDb {
+                    db: "db".into(),
+                    refusal: Refusal::Forbidden(SHARED_DB),
+                },
+            ),
+            (
+                "/db/_foo",
+                Route::RefusedDb {
+                    db: "db".into(),
+                    refusal: Refusal::IllegalDocId,
+                },
+            ),
+            (
+                "/db/_changes/x",
+                Route::RefusedDb {
+                    db: "db".into(),
+                    refusal: Refusal::IllegalDocId,
+                },
+            ),
+            ("/_all_dbs", Route::RefusedServer(server_refusal("_all_dbs"))),
+            ("/_config", Route::RefusedServer(Refusal::Forbidden(ADMIN_ONLY))),
+            (
+                "/_node/_local/_config",
+                Route::RefusedServer(Refusal::Forbidden(ADMIN_ONLY)),
+            ),
+            ("/_utils", Route::RefusedServer(Refusal::NotFound)),
+            ("/_session/x", Route::RefusedServer(Refusal::NotFound)),
+        ];
+        for (path, want) in cases {
+            assert_eq!(route(path).unwrap(), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn design_functions_are_never_run() {
+        for p in ["/db/_design/v/_view/x", "/db/_design/v/_show/x", "/db/_design/v/_update/u"] {
+            assert!(matches!(
+                route(p).unwrap(),
+                Route::RefusedDb {
+                    refusal: Refusal::NotImplemented(_),
+                    ..
+                }
+            ));
+        }
+    }
+
+    #[test]
+    fn bad_paths() {
+        for (p, name) in [
+            ("/Db", "illegal_database_name"),
+            ("/1db", "illegal_database_name"),
+            ("/%2E%2E", "illegal_database_name"),
+            ("/db/%FF", "bad_request"),
+            ("/db//x", "bad_request"),
+            ("/db/_design", "illegal_docid"),
+            ("/db/_local/x/y", "bad_request"),
+        ] {
+            assert_eq!(route(p).unwrap_err().name(), name, "{p}");
+        }
+    }
+
+    #[test]
+    fn db_names() {
+        assert!(validate_db_name("a-b_c$d(e)f+g/h9").is_ok());
+        assert!(validate_db_name(&"a".repeat(239)).is_err());
+        assert!(validate_db_name("").is_err());
+        assert!(validate_db_name("_users").is_err());
+    }
+}
