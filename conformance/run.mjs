@@ -162,6 +162,11 @@ async function runOne(env, sc, mode, shared, verbose) {
   let since = null;
   try {
     if (target.mode === 'couchgate' && target.backingUrl) since = await snapshot(target.backingUrl);
+    const strayBefore = (globalThis.__strayRejections || []).length;
+    ctx.onCleanup(() => {
+      const s = (globalThis.__strayRejections || []).slice(strayBefore);
+      if (s.length) ctx.note(`${s.length} unhandled rejection(s) inside PouchDB: ${s[0]}`);
+    });
     const out = await withTimeout(Promise.resolve().then(() => sc.run(ctx)), sc.timeout || 120000, 'scenario');
     await ctx.cleanup();
     if (since !== null) {
@@ -169,15 +174,19 @@ async function runOne(env, sc, mode, shared, verbose) {
         user: p.user,
         db: p.db,
         view: async () => {
-          const r = await p.owner.request(p.db, '/_all_docs', { token: p.owner.token, timeout: 120000 });
+          const r = await request(`${target.dbUrl(p.user, p.db)}/_all_docs`, {
+            headers: { Authorization: `Bearer ${p.owner.token}` }, timeout: 120000,
+          });
           if (r.status === 404) return null;
           if (r.status !== 200) throw new Error(`GET /${p.db}/_all_docs as ${p.user} -> ${r.status} ${r.text.slice(0, 200)}`);
           return Object.fromEntries(r.body.rows.map((row) => [row.id, row.value.rev]));
         },
       }));
+      const tc = Date.now();
       const chk = await checkNamespaces(target.backingUrl, since, pairs);
+      result.checkMs = Date.now() - tc;
       if (chk.problems.length) throw new Error(`namespace check: ${chk.problems.join(' | ')}`);
-      ctx.note(`namespace check ok: ${chk.summary}`);
+      ctx.note(`namespace check ok in ${result.checkMs} ms: ${chk.summary}`);
     } else if (target.mode === 'couchgate') {
       ctx.note('namespace check skipped (no --backend-url)');
     }
@@ -234,6 +243,11 @@ async function main() {
     console.error(`no scenario matches ${opts.only}`);
     return 2;
   }
+  // PouchDB leaves some promises of its own unhandled when the server is unreachable (e.g. while
+  // couchgate restarts); record them instead of letting Node end the suite.
+  const stray = [];
+  process.on('unhandledRejection', (e) => { stray.push(errText(e)); });
+  globalThis.__strayRejections = stray;
   const env = new Environment(opts);
   const results = [];
   const t0 = Date.now();

@@ -234,7 +234,16 @@ pub fn backend_error(status: StatusCode, body: &Value) -> Error {
     let error = body
         .get("error")
         .and_then(Value::as_str)
-        .unwrap_or("unknown_error")
+        .unwrap_or(match status.as_u16() {
+            400 => "bad_request",
+            404 => "not_found",
+            409 => "conflict",
+            412 => "precondition_failed",
+            413 => "too_large",
+            415 => "bad_content_type",
+            416 => "requested_range_not_satisfiable",
+            _ => "unknown_error",
+        })
         .to_owned();
     let reason = body
         .get("reason")

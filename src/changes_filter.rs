@@ -16,6 +16,9 @@ use std::time::Duration;
 /// Backend rows read per request.
 pub const PAGE: usize = 1000;
 
+/// How much longer than the backend's own longpoll timeout couchgate waits for it.
+const WAIT_GRACE: Duration = Duration::from_millis(250);
+
 /// One change of the namespace, ready for the client but for its sealed `seq`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
@@ -94,10 +97,25 @@ pub async fn fetch(
         .backend
         .db_url(&format!("/_changes{}", query_string(q)));
     let timeout = st.backend.timeout() + wait.unwrap_or_default();
-    let (_, answer) = st
+    let call = st
         .backend
-        .json_with_timeout(method, &url, body.as_ref(), timeout)
-        .await?;
+        .json_with_timeout(method, &url, body.as_ref(), timeout);
+    let answer = match wait {
+        None => call.await?.1,
+        // Not every backend ends a longpoll at its `timeout` (PouchDB Server never does), so
+        // the wait is enforced here too. Giving up returns nothing new: the next call resumes
+        // from the same position, so no change is lost.
+        Some(w) => match tokio::time::timeout(w + WAIT_GRACE, call).await {
+            Ok(r) => r?.1,
+            Err(_) => {
+                return Ok(Batch {
+                    rows: vec![],
+                    last_seq: since.clone(),
+                    caught_up: true,
+                })
+            }
+        },
+    };
     let results = answer
         .get("results")
         .and_then(Value::as_array)

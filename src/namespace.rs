@@ -203,10 +203,20 @@ impl Namespace {
             let client = self.decode_id(id).ok_or_else(|| {
                 Error::Internal("backend returned a document outside the namespace".into())
             })?;
-            obj.insert("_id".into(), serde_json::Value::String(client));
+            set_id(obj, client);
         }
         Ok(())
     }
+}
+
+/// Sets a document's `_id`, placing it first as CouchDB does. Any `_id` the client sent
+/// (duplicates included: the parser kept one) is replaced, so what the backend stores is
+/// exactly what couchgate decided.
+pub fn set_id(doc: &mut serde_json::Map<String, serde_json::Value>, id: String) {
+    doc.shift_remove("_id");
+    let rest = std::mem::take(doc);
+    doc.insert("_id".into(), serde_json::Value::String(id));
+    doc.extend(rest);
 }
 
 #[cfg(test)]

@@ -56,6 +56,19 @@ class User {
     this.dbs = new Set();
   }
 
+  /**
+   * The virtual db name actually used for `db`. With one fixed token (--token) every run shares
+   * one user, so db names get the run's tag to start empty.
+   */
+  dbName(db) {
+    return this.ctx.isGate && this.ctx.target.fixedToken ? `${db}-${this.ctx.tag}` : db;
+  }
+
+  /** URL of virtual database `db` for this user. */
+  dbUrl(db) {
+    return this.ctx.target.dbUrl(this.name, this.dbName(db));
+  }
+
   /** Authorization header value (null for the control). */
   auth() {
     return this.ctx.target.mode === 'couchgate' ? `Bearer ${this.token}` : null;
@@ -74,7 +87,8 @@ class User {
    *   auth: () => header value (default: the user's current token),
    *   on401: async () => boolean, pouch: extra PouchDB options.
    */
-  remote(db, { stats, auth, on401, pouch = {} } = {}) {
+  remote(vdb, { stats, auth, on401, pouch = {} } = {}) {
+    const db = this.dbName(vdb);
     this.dbs.add(db);
     this.ctx.pairs.set(`${this.name}\u0000${db}`, { user: this.name, db, owner: this });
     const f = makeClientFetch({ auth: auth || (() => this.auth()), on401, stats: stats || this.stats });
@@ -84,7 +98,8 @@ class User {
   }
 
   /** Raw HTTP request on virtual db `db`; `rest` is the path after the db, e.g. '/_changes'. */
-  request(db, rest = '', opts = {}) {
+  request(vdb, rest = '', opts = {}) {
+    const db = this.dbName(vdb);
     this.dbs.add(db);
     this.ctx.pairs.set(`${this.name}\u0000${db}`, { user: this.name, db, owner: this });
     const headers = { ...(opts.headers || {}) };

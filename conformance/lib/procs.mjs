@@ -5,7 +5,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { waitFor } from './util.mjs';
+import { fatal, waitFor } from './util.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.resolve(HERE, '..');
@@ -62,7 +62,7 @@ export async function startBackend({ dir }) {
   const url = `http://127.0.0.1:${port}`;
   try {
     await waitFor(async () => {
-      if (state.exited) throw new Error(`PouchDB Server exited (${state.code}):\n${tail(log)}`);
+      if (state.exited) throw fatal(`PouchDB Server exited (${state.code}):\n${tail(log)}`);
       return httpOk(`${url}/`);
     }, { timeout: 30000, interval: 100, what: 'PouchDB Server to answer' });
   } catch (e) {
@@ -109,7 +109,7 @@ export async function startCouchgate({ bin, backendUrl, database, secret, dir, e
     const proc = spawn(bin, args, {
       cwd: dir,
       stdio: ['ignore', 'pipe', errFd],
-      env: { ...process.env, COUCHGATE_JWT_LEEWAY_SECS: '0', ...env },
+      env: { ...process.env, COUCHGATE_JWT_LEEWAY_SECS: '0', COUCHGATE_CORS_CREDENTIALS: 'true', ...env },
     });
     fs.closeSync(errFd);
     const state = { proc, exited: false, code: null, url: null };
@@ -127,7 +127,7 @@ export async function startCouchgate({ bin, backendUrl, database, secret, dir, e
       }
     });
     await waitFor(() => {
-      if (state.exited) throw new Error(`couchgate exited (${state.code}) before listening; log:\n${tail(log, 20)}`);
+      if (state.exited) throw fatal(`couchgate exited (${state.code}) before listening; log:\n${tail(log, 20)}`);
       return state.url;
     }, { timeout: 30000, interval: 20, what: 'couchgate to print "couchgate listening on ..."' });
     current = state;

@@ -4,7 +4,15 @@ import crypto from 'node:crypto';
 
 export { assert };
 
-/** Polls `fn` until it returns a truthy value (returned), or throws after `timeout` ms. */
+/** An error that makes waitFor() give up at once. */
+export function fatal(message) {
+  return Object.assign(new Error(message), { fatal: true });
+}
+
+/**
+ * Polls `fn` until it returns a truthy value (returned), or throws after `timeout` ms.
+ * An error thrown by `fn` is retried unless it carries `fatal: true`.
+ */
 export async function waitFor(fn, { timeout = 10000, interval = 25, what = 'condition' } = {}) {
   const deadline = Date.now() + timeout;
   let lastErr;
@@ -14,6 +22,7 @@ export async function waitFor(fn, { timeout = 10000, interval = 25, what = 'cond
       if (v) return v;
       lastErr = undefined;
     } catch (e) {
+      if (e && e.fatal) throw e; // no point waiting any longer
       lastErr = e;
     }
     if (Date.now() > deadline) {

@@ -78,11 +78,6 @@ pub async fn handle(
         .map_err(|e| Error::Internal(e.to_string()))?;
     let resp = st.backend.send(breq, st.backend.timeout()).await?;
     let status = resp.status();
-    let is_json = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
 
     if matches!(method, Method::GET | Method::HEAD) && (status.is_success() || status.as_u16() == 304)
     {
@@ -97,11 +92,7 @@ pub async fn handle(
     let headers = resp.headers().clone();
     let bytes = st.backend.read(resp.into_body(), st.backend.timeout()).await?;
     if !status.is_success() {
-        let value = if is_json {
-            parse_json(&bytes)?
-        } else {
-            serde_json::json!({})
-        };
+        let value = parse_json(&bytes).unwrap_or_else(|_| serde_json::json!({}));
         return Err(backend_error(status, &value));
     }
     super::doc::write_result(ns, status, &headers, parse_json(&bytes)?)

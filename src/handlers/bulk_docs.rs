@@ -4,7 +4,7 @@
 use super::Req;
 use crate::body::{json_response, Body};
 use crate::error::{Error, Result};
-use crate::namespace::Namespace;
+use crate::namespace::{set_id, Namespace};
 use crate::proxy::State;
 use http::{Method, Response, StatusCode};
 use serde_json::{json, Map, Value};
@@ -96,7 +96,7 @@ fn plan(ns: &Namespace, docs: Vec<Value>, new_edits: bool) -> Plan {
         };
         match ns.encode_id(&id) {
             Ok(backing) => {
-                doc.insert("_id".into(), Value::String(backing));
+                set_id(&mut doc, backing);
                 forward.push(Value::Object(doc));
                 slots.push(None);
             }

@@ -8,7 +8,7 @@ use super::{copy_headers, Req};
 use crate::backend::{backend_error, encode_component, encode_doc_id, parse_json, query_string};
 use crate::body::{self, json_response, Body};
 use crate::error::{Error, Result};
-use crate::namespace::Namespace;
+use crate::namespace::{set_id, Namespace};
 use crate::proxy::{not_allowed, State};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
@@ -142,7 +142,7 @@ async fn put(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Resp
             .ok_or_else(|| Error::bad_request("multipart/related without a boundary"))?;
         let bytes = req.bytes().await?;
         let rewritten = rewrite_multipart_doc(&bytes, &boundary, |doc| {
-            doc.insert("_id".into(), Value::String(backing.to_owned()));
+            set_id(doc, backing.to_owned());
             Ok(())
         })?;
         (rewritten, raw_ct.unwrap_or(HeaderValue::from_static("multipart/related")))
@@ -154,7 +154,7 @@ async fn put(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Resp
         }
         let bytes = req.bytes().await?;
         let mut doc = parse_doc(&bytes)?;
-        doc.insert("_id".into(), Value::String(backing.to_owned()));
+        set_id(&mut doc, backing.to_owned());
         (
             Bytes::from(serde_json::to_vec(&doc)?),
             HeaderValue::from_static("application/json"),
@@ -176,7 +176,7 @@ pub async fn post(st: &State, ns: &Namespace, req: Req) -> Result<Response<Body>
         None => super::db::new_uuid(),
     };
     let backing = ns.encode_id(&id)?;
-    doc.insert("_id".into(), Value::String(backing.clone()));
+    set_id(&mut doc, backing.clone());
     let body = Bytes::from(serde_json::to_vec(&doc)?);
     let resp = write(
         st,
