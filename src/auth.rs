@@ -75,9 +75,9 @@ impl Authenticator {
 
     /// The caller's identity, from the request's `Authorization` header.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Identity> {
-        let header = headers
-            .get(http::header::AUTHORIZATION)
-            .ok_or_else(|| Error::Unauthorized("authentication required: no bearer token".into()))?;
+        let header = headers.get(http::header::AUTHORIZATION).ok_or_else(|| {
+            Error::Unauthorized("authentication required: no bearer token".into())
+        })?;
         let header = header
             .to_str()
             .map_err(|_| Error::Unauthorized("malformed Authorization header".into()))?;
@@ -105,7 +105,9 @@ impl Authenticator {
                 .as_u64()
                 .ok_or_else(|| Error::Unauthorized("token claim `iat` is not a number".into()))?;
             if iat > jsonwebtoken::get_current_timestamp() + self.leeway {
-                return Err(Error::Unauthorized("token issued in the future (iat)".into()));
+                return Err(Error::Unauthorized(
+                    "token issued in the future (iat)".into(),
+                ));
             }
         }
         let user = claims
@@ -254,13 +256,19 @@ mod tests {
         );
         let mut no_exp = ok.clone();
         no_exp.as_object_mut().unwrap().remove("exp");
-        assert_eq!(reason(&a, &token(no_exp, SECRET)), "token has no `exp` claim");
+        assert_eq!(
+            reason(&a, &token(no_exp, SECRET)),
+            "token has no `exp` claim"
+        );
         assert_eq!(
             reason(&a, &token(with("sub", json!("")), SECRET)),
             "token has no user name in claim `sub`"
         );
         assert_eq!(reason(&a, "not.a.token"), "malformed token");
-        assert_eq!(reason(&a, &"a".repeat(MAX_TOKEN_BYTES + 1)), "token too large");
+        assert_eq!(
+            reason(&a, &"a".repeat(MAX_TOKEN_BYTES + 1)),
+            "token too large"
+        );
         // alg "none" is never accepted
         let none = format!(
             "{}.{}.",
@@ -279,7 +287,11 @@ mod tests {
     fn header_forms() {
         let a = auth(&[]);
         let mut h = HeaderMap::new();
-        assert!(a.authenticate(&h).unwrap_err().reason().contains("no bearer"));
+        assert!(a
+            .authenticate(&h)
+            .unwrap_err()
+            .reason()
+            .contains("no bearer"));
         h.insert("authorization", "Basic YTpi".parse().unwrap());
         assert!(a.authenticate(&h).unwrap_err().reason().contains("Bearer"));
         let t = token(json!({"sub": "ann", "exp": now() + 60}), SECRET);
@@ -290,7 +302,10 @@ mod tests {
     #[test]
     fn custom_user_claim() {
         let a = auth(&["--jwt-user-claim", "email"]);
-        let t = token(json!({"sub": "1", "email": "a@b", "exp": now() + 60}), SECRET);
+        let t = token(
+            json!({"sub": "1", "email": "a@b", "exp": now() + 60}),
+            SECRET,
+        );
         assert_eq!(a.verify(&t).unwrap().user, "a@b");
     }
 }

@@ -81,7 +81,11 @@ impl Backend {
         let auth = if url.username().is_empty() {
             None
         } else {
-            let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
             let user = decode(url.username());
             let pass = decode(url.password().unwrap_or(""));
             let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
@@ -166,7 +170,8 @@ impl Backend {
         url: &str,
         body: Option<&Value>,
     ) -> Result<(StatusCode, Value)> {
-        self.json_with_timeout(method, url, body, self.timeout).await
+        self.json_with_timeout(method, url, body, self.timeout)
+            .await
     }
 
     pub async fn json_with_timeout(
@@ -206,9 +211,9 @@ impl Backend {
             Err(_) => Err(Error::BackendTimeout(
                 "the backend stopped sending its answer".into(),
             )),
-            Ok(Err(Error::TooLarge(_))) => Err(Error::BadGateway(
-                "the backend answer is too large".into(),
-            )),
+            Ok(Err(Error::TooLarge(_))) => {
+                Err(Error::BadGateway("the backend answer is too large".into()))
+            }
             Ok(Err(_)) => Err(Error::BadGateway("the backend answer was cut off".into())),
             Ok(Ok(b)) => Ok(b),
         }
@@ -281,7 +286,10 @@ mod tests {
 
     #[test]
     fn backend_errors_map_by_status() {
-        let e = backend_error(StatusCode::CONFLICT, &json!({"error":"conflict","reason":"r"}));
+        let e = backend_error(
+            StatusCode::CONFLICT,
+            &json!({"error":"conflict","reason":"r"}),
+        );
         assert_eq!((e.status().as_u16(), e.name()), (409, "conflict"));
         let e = backend_error(StatusCode::INTERNAL_SERVER_ERROR, &json!({}));
         assert_eq!(e.status().as_u16(), 502);

@@ -93,9 +93,7 @@ pub async fn fetch(
         }
         None => (Method::GET, None),
     };
-    let url = st
-        .backend
-        .db_url(&format!("/_changes{}", query_string(q)));
+    let url = st.backend.db_url(&format!("/_changes{}", query_string(q)));
     let timeout = st.backend.timeout() + wait.unwrap_or_default();
     let call = st
         .backend
@@ -128,7 +126,11 @@ pub async fn fetch(
         .unwrap_or_else(|| since.clone());
     let mut rows = Vec::new();
     for r in results {
-        let Some(id) = r.get("id").and_then(Value::as_str).and_then(|id| ns.decode_id(id)) else {
+        let Some(id) = r
+            .get("id")
+            .and_then(Value::as_str)
+            .and_then(|id| ns.decode_id(id))
+        else {
             continue;
         };
         let mut row = json!({"id": id, "changes": r.get("changes").cloned().unwrap_or(json!([]))});

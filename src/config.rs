@@ -349,11 +349,20 @@ mod tests {
         assert!(c.couchdb_url.is_none());
         assert_eq!(c.database, "couchgate");
         assert_eq!(c.max_body_bytes, 64 << 20);
-        assert!(parse(&["--couchdb-url", "http://x:5984"]).is_err(), "no key");
+        assert!(
+            parse(&["--couchdb-url", "http://x:5984"]).is_err(),
+            "no key"
+        );
         assert!(parse(&["--jwt-secret", "short"]).is_err());
         assert!(parse(&["--database", "Bad"]).is_err());
         assert!(parse(&["--tls-cert", "a"]).is_err());
-        assert!(parse(&["--couchdb-url", "ftp://x", "--jwt-secret", "0123456789abcdef"]).is_err());
+        assert!(parse(&[
+            "--couchdb-url",
+            "ftp://x",
+            "--jwt-secret",
+            "0123456789abcdef"
+        ])
+        .is_err());
     }
 
     #[test]

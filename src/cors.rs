@@ -98,7 +98,10 @@ impl Cors {
             header::ACCESS_CONTROL_ALLOW_HEADERS,
             HeaderValue::from_str(&ALLOW_HEADERS.join(", ")).expect("static ASCII"),
         );
-        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
         self.common(h);
         Some(resp)
     }
@@ -154,7 +157,10 @@ mod tests {
         let c = cors(&["http://app.example"], true);
         let r = preflight(&c, "http://app.example", "authorization, content-type");
         assert_eq!(r.status(), 204);
-        assert_eq!(r.headers()["access-control-allow-origin"], "http://app.example");
+        assert_eq!(
+            r.headers()["access-control-allow-origin"],
+            "http://app.example"
+        );
         assert_eq!(r.headers()["access-control-allow-credentials"], "true");
         let r = preflight(&c, "http://evil.example", "authorization");
         assert!(r.headers().get("access-control-allow-origin").is_none());
@@ -171,7 +177,8 @@ mod tests {
         cors(&["*"], true).decorate(Some(&HeaderValue::from_static("http://x")), &mut h);
         assert_eq!(h["access-control-allow-origin"], "http://x");
         let mut h = HeaderMap::new();
-        Cors::new(&CorsConfig::default()).decorate(Some(&HeaderValue::from_static("http://x")), &mut h);
+        Cors::new(&CorsConfig::default())
+            .decorate(Some(&HeaderValue::from_static("http://x")), &mut h);
         assert!(h.is_empty(), "CORS off");
     }
 }

@@ -25,7 +25,9 @@ pub fn node_project() -> PathBuf {
 
 fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::Internal(e.to_string()))?;
-    Ok(l.local_addr().map_err(|e| Error::Internal(e.to_string()))?.port())
+    Ok(l.local_addr()
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .port())
 }
 
 /// Installs PouchDB Server if needed and starts it on a free loopback port.
@@ -33,7 +35,10 @@ pub async fn start() -> Result<DevBackend> {
     let project = node_project();
     let bin = project.join("node_modules/pouchdb-server/bin/pouchdb-server");
     if !bin.exists() {
-        eprintln!("installing PouchDB Server with npm ci in {} ...", project.display());
+        eprintln!(
+            "installing PouchDB Server with npm ci in {} ...",
+            project.display()
+        );
         let status = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
             .current_dir(&project)
@@ -50,7 +55,13 @@ pub async fn start() -> Result<DevBackend> {
     let port = free_port()?;
     let child = Command::new("node")
         .arg(&bin)
-        .args(["--in-memory", "--no-stdout-logs", "--host", "127.0.0.1", "--port"])
+        .args([
+            "--in-memory",
+            "--no-stdout-logs",
+            "--host",
+            "127.0.0.1",
+            "--port",
+        ])
         .arg(port.to_string())
         .current_dir(&dir)
         .stdout(Stdio::null())
@@ -61,11 +72,16 @@ pub async fn start() -> Result<DevBackend> {
     let url = format!("http://127.0.0.1:{port}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             break;
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(Error::Internal("PouchDB Server did not start within 30 s".into()));
+            return Err(Error::Internal(
+                "PouchDB Server did not start within 30 s".into(),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

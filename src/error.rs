@@ -175,7 +175,12 @@ mod tests {
         let s = String::new;
         let cases: Vec<(Error, u16, &str, Fault)> = vec![
             (Error::BadRequest(s()), 400, "bad_request", Fault::Client),
-            (Error::IllegalDocId(s()), 400, "illegal_docid", Fault::Client),
+            (
+                Error::IllegalDocId(s()),
+                400,
+                "illegal_docid",
+                Fault::Client,
+            ),
             (
                 Error::IllegalDatabaseName(s()),
                 400,

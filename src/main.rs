@@ -82,7 +82,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let addr = listener.local_addr().expect("a bound listener has an address");
+    let addr = listener
+        .local_addr()
+        .expect("a bound listener has an address");
     let limits = server::Limits {
         max_connections: config.max_connections,
         shutdown_timeout: config.shutdown_timeout,
@@ -102,7 +104,9 @@ async fn main() -> ExitCode {
             Ok(token) => {
                 println!("demo mode: backend is an in-memory PouchDB Server at {backend_url}");
                 println!("demo token (user `demo`, valid 24 h):\n{token}");
-                println!("try: curl -H \"Authorization: Bearer $TOKEN\" -X PUT {scheme}://{addr}/notes");
+                println!(
+                    "try: curl -H \"Authorization: Bearer $TOKEN\" -X PUT {scheme}://{addr}/notes"
+                );
             }
             Err(e) => eprintln!("couchgate: cannot make a demo token: {}", e.reason()),
         }

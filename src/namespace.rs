@@ -254,7 +254,10 @@ mod tests {
             ns.encode_id("_local/x").unwrap(),
             "_local/bob-40x.notes.abc:x"
         );
-        assert_eq!(ns.decode_id("_local/bob-40x.notes.abc:x").unwrap(), "_local/x");
+        assert_eq!(
+            ns.decode_id("_local/bob-40x.notes.abc:x").unwrap(),
+            "_local/x"
+        );
         assert_eq!(ns.decode_id("bob-40x.notes.abc:a:b").unwrap(), "a:b");
         assert_eq!(ns.decode_id("bob-40x.notes.abcd:a"), None);
         assert_eq!(ns.decode_id("x:bob-40x.notes.abc:a"), None);

@@ -55,7 +55,10 @@ impl Proxy {
     }
 
     /// Serves one request. Never fails: errors become CouchDB-shaped responses.
-    pub async fn handle(&self, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, std::convert::Infallible> {
         let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path());
         let origin = req.headers().get(header::ORIGIN).cloned();
         let method = req.method().clone();
@@ -64,8 +67,12 @@ impl Proxy {
             Err(e) => {
                 let _g = span.enter();
                 match e.fault() {
-                    Fault::Client => tracing::info!(status = %e.status(), error = e.name(), reason = %e.reason(), "refused"),
-                    Fault::Backend => tracing::warn!(status = %e.status(), error = e.name(), reason = %e.reason(), "backend failure"),
+                    Fault::Client => {
+                        tracing::info!(status = %e.status(), error = e.name(), reason = %e.reason(), "refused")
+                    }
+                    Fault::Backend => {
+                        tracing::warn!(status = %e.status(), error = e.name(), reason = %e.reason(), "backend failure")
+                    }
                     Fault::Couchgate => tracing::error!(reason = %e.reason(), "internal error"),
                 }
                 let mut r = json_response(e.status(), &e.body());
@@ -126,9 +133,7 @@ impl Proxy {
                 only(&method, &[Method::GET, Method::HEAD])?;
                 handlers::db::uuids(&req)
             }
-            Route::RefusedServer(refusal) => {
-                Err(refusal.into_error("this endpoint"))
-            }
+            Route::RefusedServer(refusal) => Err(refusal.into_error("this endpoint")),
             Route::Db { db } => {
                 let who = self.authorize(&req, &db)?;
                 handlers::db::handle(st, &who, &db, req).await

@@ -43,7 +43,11 @@ pub enum Route {
     /// `/{db}/{id}` and `/{db}/_design/{name}`.
     Doc { db: String, id: String },
     /// `/{db}/{id}/{attachment name, may contain /}`.
-    Attachment { db: String, id: String, name: String },
+    Attachment {
+        db: String,
+        id: String,
+        name: String,
+    },
 }
 
 /// Why an endpoint is refused; becomes the matching CouchDB error.
@@ -65,9 +69,9 @@ impl Refusal {
             Refusal::Forbidden(why) => Error::Forbidden(format!("{what}: {why}")),
             Refusal::NotImplemented(why) => Error::NotImplemented(format!("{what}: {why}")),
             Refusal::NotFound => Error::NotFound("Database does not exist.".into()),
-            Refusal::IllegalDocId => Error::IllegalDocId(
-                "Only reserved document ids may start with underscore.".into(),
-            ),
+            Refusal::IllegalDocId => {
+                Error::IllegalDocId("Only reserved document ids may start with underscore.".into())
+            }
         }
     }
 }
@@ -91,8 +95,15 @@ fn server_refusal(name: &str) -> Refusal {
 
 fn db_refusal(name: &str) -> Refusal {
     match name {
-        "_security" | "_purge" | "_purged_infos_limit" | "_compact" | "_view_cleanup"
-        | "_revs_limit" | "_shards" | "_sync_shards" | "_partition" => Refusal::Forbidden(SHARED_DB),
+        "_security"
+        | "_purge"
+        | "_purged_infos_limit"
+        | "_compact"
+        | "_view_cleanup"
+        | "_revs_limit"
+        | "_shards"
+        | "_sync_shards"
+        | "_partition" => Refusal::Forbidden(SHARED_DB),
         "_find" | "_index" | "_explain" | "_design_docs" | "_local_docs" | "_missing_revs"
         | "_temp_view" | "_all_docs_queries" | "_search_cleanup" | "_nouveau_cleanup" => {
             Refusal::NotImplemented("not supported on virtual databases")
@@ -160,7 +171,9 @@ pub fn route(path: &str) -> Result<Route> {
     let (id, after) = match second.as_str() {
         "_design" | "_local" => {
             let Some(name) = rest.first() else {
-                return Err(Error::IllegalDocId(format!("Illegal document id `{second}/`")));
+                return Err(Error::IllegalDocId(format!(
+                    "Illegal document id `{second}/`"
+                )));
             };
             (format!("{second}/{}", decode(name)?), &rest[1..])
         }
@@ -301,8 +314,14 @@ mod tests {
                     refusal: Refusal::IllegalDocId,
                 },
             ),
-            ("/_all_dbs", Route::RefusedServer(server_refusal("_all_dbs"))),
-            ("/_config", Route::RefusedServer(Refusal::Forbidden(ADMIN_ONLY))),
+            (
+                "/_all_dbs",
+                Route::RefusedServer(server_refusal("_all_dbs")),
+            ),
+            (
+                "/_config",
+                Route::RefusedServer(Refusal::Forbidden(ADMIN_ONLY)),
+            ),
             (
                 "/_node/_local/_config",
                 Route::RefusedServer(Refusal::Forbidden(ADMIN_ONLY)),
@@ -317,7 +336,11 @@ mod tests {
 
     #[test]
     fn design_functions_are_never_run() {
-        for p in ["/db/_design/v/_view/x", "/db/_design/v/_show/x", "/db/_design/v/_update/u"] {
+        for p in [
+            "/db/_design/v/_view/x",
+            "/db/_design/v/_show/x",
+            "/db/_design/v/_update/u",
+        ] {
             assert!(matches!(
                 route(p).unwrap(),
                 Route::RefusedDb {

@@ -66,7 +66,10 @@ impl SeqCodec {
     /// The backend sequence inside a token of ours, if it is one.
     pub fn open(&self, token: &str) -> Option<Value> {
         let sealed = URL_SAFE_NO_PAD.decode(token).ok()?;
-        let plain = self.cipher.decrypt(&Nonce::default(), sealed.as_slice()).ok()?;
+        let plain = self
+            .cipher
+            .decrypt(&Nonce::default(), sealed.as_slice())
+            .ok()?;
         serde_json::from_slice(&plain).ok()
     }
 

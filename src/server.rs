@@ -70,7 +70,9 @@ pub async fn run(
                 match tls {
                     None => serve(&builder, watcher, stream, proxy).await,
                     Some(acceptor) => {
-                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                            .await
+                        {
                             Ok(Ok(s)) => serve(&builder, watcher, s, proxy).await,
                             Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                             Err(_) => tracing::debug!("TLS handshake timed out"),

@@ -16,7 +16,10 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor> {
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| bad("bad certificate in", cert, &e))?;
     if certs.is_empty() {
-        return Err(Error::bad_request(format!("no certificate in {}", cert.display())));
+        return Err(Error::bad_request(format!(
+            "no certificate in {}",
+            cert.display()
+        )));
     }
     let key_der = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| bad("bad key in", key, &e))?

@@ -120,8 +120,10 @@ impl Registry {
             Err(e) => return Err(e),
         }
         let ns = Namespace::new(user, db, &epoch);
-        self.cache
-            .insert((user.to_owned(), db.to_owned()), (ns.clone(), Instant::now()));
+        self.cache.insert(
+            (user.to_owned(), db.to_owned()),
+            (ns.clone(), Instant::now()),
+        );
         Ok(ns)
     }
 
@@ -145,8 +147,13 @@ impl Registry {
         let this = Arc::clone(self);
         tokio::spawn(async move {
             match this.remove_namespace(&old).await {
-                Ok(n) => tracing::info!(removed = n, "removed a deleted virtual database's documents"),
-                Err(e) => tracing::warn!(error = %e, "cleaning up a deleted virtual database failed; its documents stay invisible"),
+                Ok(n) => tracing::info!(
+                    removed = n,
+                    "removed a deleted virtual database's documents"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cleaning up a deleted virtual database failed; its documents stay invisible")
+                }
             }
         });
         Ok(())
@@ -194,7 +201,11 @@ impl Registry {
                     .map(|(id, revs)| (id.clone(), json!(revs)))
                     .collect();
                 let url = self.backend.db_url("/_purge");
-                match self.backend.json(Method::POST, &url, Some(&Value::Object(body))).await {
+                match self
+                    .backend
+                    .json(Method::POST, &url, Some(&Value::Object(body)))
+                    .await
+                {
                     Ok(_) => {
                         removed += leaves.len();
                         continue;
@@ -230,7 +241,9 @@ mod tests {
     fn epochs_fit_the_partition_alphabet() {
         let e = new_epoch();
         assert_eq!(e.len(), 10);
-        assert!(e.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        assert!(e
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
         assert_ne!(new_epoch(), new_epoch());
     }
 }

@@ -21,5 +21,8 @@ fn pouchdb_replication_scenarios() {
         cmd.args(["--only", &only]);
     }
     let status = cmd.status().expect("node must be installed");
-    assert!(status.success(), "conformance scenarios failed (see the table above)");
+    assert!(
+        status.success(),
+        "conformance scenarios failed (see the table above)"
+    );
 }

@@ -21,7 +21,10 @@ async fn welcome_up_and_session() {
     let anon = gate.anonymous();
     let w = anon.get("/").await;
     assert_eq!(w.body["couchdb"], "Welcome");
-    assert!(w.headers["server"].to_str().unwrap().starts_with("couchgate/"));
+    assert!(w.headers["server"]
+        .to_str()
+        .unwrap()
+        .starts_with("couchgate/"));
     assert_eq!(anon.get("/_up").await.ok()["status"], "ok");
     let s = alice.get("/_session").await.ok();
     assert_eq!(s["ok"], true);
@@ -36,7 +39,10 @@ async fn welcome_up_and_session() {
 async fn database_life_cycle() {
     let (_b, _gate, alice) = setup().await;
     alice.get("/other").await.error(404, "not_found");
-    alice.put("/notes", Value::Null).await.error(412, "file_exists");
+    alice
+        .put("/notes", Value::Null)
+        .await
+        .error(412, "file_exists");
     alice.put("/notes/a", json!({"v": 1})).await.ok();
     alice.put("/notes/b", json!({"v": 2})).await.ok();
     let info = alice.get("/notes").await.ok();
@@ -60,7 +66,10 @@ async fn database_life_cycle() {
     assert_eq!(all["total_rows"], 0);
     // An old checkpoint sequence stays usable and still shows nothing of the old incarnation.
     let since = alice
-        .get(&format!("/notes/_changes?since={}", before.as_str().unwrap()))
+        .get(&format!(
+            "/notes/_changes?since={}",
+            before.as_str().unwrap()
+        ))
         .await
         .ok();
     assert_eq!(since["results"], json!([]));
@@ -70,15 +79,23 @@ async fn database_life_cycle() {
 #[tokio::test]
 async fn documents() {
     let (_b, gate, alice) = setup().await;
-    let w = alice.put("/notes/n1", json!({"title": "x", "id": "body field"})).await;
+    let w = alice
+        .put("/notes/n1", json!({"title": "x", "id": "body field"}))
+        .await;
     assert_eq!(w.status, 201);
     assert!(w.headers.contains_key("etag"));
     let rev1 = w.body["rev"].as_str().unwrap().to_owned();
     assert_eq!(w.body["id"], "n1");
     let d = alice.get("/notes/n1").await.ok();
     assert_eq!(d["_id"], "n1");
-    assert_eq!(d["id"], "body field", "a body field named id is never rewritten");
-    alice.put("/notes/n1", json!({"title": "y"})).await.error(409, "conflict");
+    assert_eq!(
+        d["id"], "body field",
+        "a body field named id is never rewritten"
+    );
+    alice
+        .put("/notes/n1", json!({"title": "y"}))
+        .await
+        .error(409, "conflict");
     let rev2 = alice
         .put("/notes/n1", json!({"title": "y", "_rev": rev1}))
         .await
@@ -91,7 +108,9 @@ async fn documents() {
     let revs = alice.get("/notes/n1?revs=true&revs_info=true").await.ok();
     assert_eq!(revs["_revisions"]["start"], 2);
     let open = alice
-        .get(&format!("/notes/n1?open_revs=[\"{rev1}\",\"{rev2}\",\"9-zz\"]&revs=true"))
+        .get(&format!(
+            "/notes/n1?open_revs=[\"{rev1}\",\"{rev2}\",\"9-zz\"]&revs=true"
+        ))
         .await
         .ok();
     let open = open.as_array().unwrap();
@@ -131,7 +150,10 @@ async fn documents() {
     let backing = gate.backing().get("/_all_docs").await.ok();
     for row in backing["rows"].as_array().unwrap() {
         let id = row["id"].as_str().unwrap();
-        assert!(id.starts_with("alice.notes.") || id.starts_with("couchgate:"), "{id}");
+        assert!(
+            id.starts_with("alice.notes.") || id.starts_with("couchgate:"),
+            "{id}"
+        );
     }
 }
 
@@ -142,21 +164,32 @@ fn urlencode(s: &str) -> String {
 #[tokio::test]
 async fn design_and_local_documents_are_data() {
     let (_b, gate, alice) = setup().await;
-    let ddoc = json!({"views": {"v": {"map": "function(doc){emit(doc._id)}"}}, "language": "javascript"});
+    let ddoc =
+        json!({"views": {"v": {"map": "function(doc){emit(doc._id)}"}}, "language": "javascript"});
     alice.put("/notes/_design/app", ddoc.clone()).await.ok();
     let back = alice.get("/notes/_design/app").await.ok();
     assert_eq!(back["views"], ddoc["views"]);
     assert_eq!(back["_id"], "_design/app");
-    assert_eq!(alice.get("/notes/_design%2Fapp").await.ok()["_id"], "_design/app");
+    assert_eq!(
+        alice.get("/notes/_design%2Fapp").await.ok()["_id"],
+        "_design/app"
+    );
     alice
         .get("/notes/_design/app/_view/v")
         .await
         .error(501, "not_implemented");
     // Stored as plain data, never a backend design document.
-    let b = gate.backing().get("/_all_docs?startkey=\"_design/\"&endkey=\"_design0\"").await.ok();
+    let b = gate
+        .backing()
+        .get("/_all_docs?startkey=\"_design/\"&endkey=\"_design0\"")
+        .await
+        .ok();
     assert_eq!(b["rows"], json!([]));
 
-    let l = alice.put("/notes/_local/ckpt", json!({"last_seq": 5})).await.ok();
+    let l = alice
+        .put("/notes/_local/ckpt", json!({"last_seq": 5}))
+        .await
+        .ok();
     assert_eq!(l["id"], "_local/ckpt");
     let rev = l["rev"].as_str().unwrap().to_owned();
     let got = alice.get("/notes/_local/ckpt").await.ok();
@@ -168,14 +201,22 @@ async fn design_and_local_documents_are_data() {
         .ok();
     assert_eq!(alice.get("/notes/_local/ckpt").await.ok()["last_seq"], 6);
     let all = alice.get("/notes/_all_docs").await.ok();
-    let ids: Vec<&str> = all["rows"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = all["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["_design/app"], "_local documents are not listed");
     let rev = alice.get("/notes/_local/ckpt").await.ok()["_rev"].clone();
     alice
         .delete(&format!("/notes/_local/ckpt?rev={}", rev.as_str().unwrap()))
         .await
         .ok();
-    alice.get("/notes/_local/ckpt").await.error(404, "not_found");
+    alice
+        .get("/notes/_local/ckpt")
+        .await
+        .error(404, "not_found");
 }
 
 #[tokio::test]
@@ -184,33 +225,66 @@ async fn all_docs_ranges_and_keys() {
     // Another user's data interleaves in the backing database and must never count.
     let bob = gate.client("bob");
     bob.create_db("notes").await;
-    bob.post("/notes/_bulk_docs", json!({"docs": [{"_id": "a"}, {"_id": "m"}, {"_id": "zzz"}]}))
-        .await
-        .ok();
+    bob.post(
+        "/notes/_bulk_docs",
+        json!({"docs": [{"_id": "a"}, {"_id": "m"}, {"_id": "zzz"}]}),
+    )
+    .await
+    .ok();
     let ids = ["a", "b", "c", "d", "z", "zz", "~", "é"];
     let docs: Vec<Value> = ids.iter().map(|i| json!({"_id": i, "n": i})).collect();
-    alice.post("/notes/_bulk_docs", json!({ "docs": docs })).await.ok();
+    alice
+        .post("/notes/_bulk_docs", json!({ "docs": docs }))
+        .await
+        .ok();
 
     let rows = |v: &Value| -> Vec<String> {
-        v["rows"].as_array().unwrap().iter().map(|r| r["key"].as_str().unwrap().to_owned()).collect()
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["key"].as_str().unwrap().to_owned())
+            .collect()
     };
     let all = alice.get("/notes/_all_docs").await.ok();
     assert_eq!(all["total_rows"], 8);
     assert_eq!(all["offset"], 0);
-    assert_eq!(rows(&all), ["a", "b", "c", "d", "z", "zz", "~", "é"], "ids after z are listed");
-    let r = alice.get("/notes/_all_docs?startkey=\"b\"&endkey=\"d\"&inclusive_end=false").await.ok();
+    assert_eq!(
+        rows(&all),
+        ["a", "b", "c", "d", "z", "zz", "~", "é"],
+        "ids after z are listed"
+    );
+    let r = alice
+        .get("/notes/_all_docs?startkey=\"b\"&endkey=\"d\"&inclusive_end=false")
+        .await
+        .ok();
     assert_eq!(rows(&r), ["b", "c"]);
     assert_eq!(r["offset"], 1);
-    let r = alice.get("/notes/_all_docs?start_key=\"c\"&limit=2&skip=1").await.ok();
+    let r = alice
+        .get("/notes/_all_docs?start_key=\"c\"&limit=2&skip=1")
+        .await
+        .ok();
     assert_eq!(rows(&r), ["d", "z"]);
-    let r = alice.get("/notes/_all_docs?descending=true&limit=3").await.ok();
+    let r = alice
+        .get("/notes/_all_docs?descending=true&limit=3")
+        .await
+        .ok();
     assert_eq!(rows(&r), ["é", "~", "zz"]);
-    let r = alice.get("/notes/_all_docs?descending=true&startkey=\"c\"").await.ok();
+    let r = alice
+        .get("/notes/_all_docs?descending=true&startkey=\"c\"")
+        .await
+        .ok();
     assert_eq!(rows(&r), ["c", "b", "a"]);
-    let r = alice.get("/notes/_all_docs?key=\"z\"&include_docs=true").await.ok();
+    let r = alice
+        .get("/notes/_all_docs?key=\"z\"&include_docs=true")
+        .await
+        .ok();
     assert_eq!(r["rows"][0]["doc"]["_id"], "z");
     let r = alice
-        .post("/notes/_all_docs?include_docs=true", json!({"keys": ["zz", "nope", "a", "_bad"]}))
+        .post(
+            "/notes/_all_docs?include_docs=true",
+            json!({"keys": ["zz", "nope", "a", "_bad"]}),
+        )
         .await
         .ok();
     let r = r["rows"].as_array().unwrap();
@@ -221,24 +295,40 @@ async fn all_docs_ranges_and_keys() {
     assert_eq!(r[1]["error"], "not_found");
     assert_eq!(r[2]["key"], "a");
     assert_eq!(r[3]["error"], "not_found");
-    let r = alice.get("/notes/_all_docs?update_seq=true&limit=0").await.ok();
+    let r = alice
+        .get("/notes/_all_docs?update_seq=true&limit=0")
+        .await
+        .ok();
     assert!(r["update_seq"].is_string());
     assert_eq!(r["rows"], json!([]));
-    alice.get("/notes/_all_docs?limit=x").await.error(400, "bad_request");
+    alice
+        .get("/notes/_all_docs?limit=x")
+        .await
+        .error(400, "bad_request");
 }
 
 #[tokio::test]
 async fn all_docs_streams_long_answers_in_pages() {
     let (_b, _gate, alice) = setup().await;
-    let docs: Vec<Value> = (0..2500).map(|i| json!({"_id": format!("d{i:05}")})).collect();
-    alice.post("/notes/_bulk_docs", json!({ "docs": docs })).await.ok();
+    let docs: Vec<Value> = (0..2500)
+        .map(|i| json!({"_id": format!("d{i:05}")}))
+        .collect();
+    alice
+        .post("/notes/_bulk_docs", json!({ "docs": docs }))
+        .await
+        .ok();
     let all = alice.get("/notes/_all_docs").await;
-    assert!(all.headers.get("content-length").is_none(), "streamed, not buffered");
+    assert!(
+        all.headers.get("content-length").is_none(),
+        "streamed, not buffered"
+    );
     let all = all.ok();
     let rows = all["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2500);
     assert_eq!(all["total_rows"], 2500);
-    assert!(rows.windows(2).all(|w| w[0]["id"].as_str() < w[1]["id"].as_str()));
+    assert!(rows
+        .windows(2)
+        .all(|w| w[0]["id"].as_str() < w[1]["id"].as_str()));
     let some = alice.get("/notes/_all_docs?skip=999&limit=1502").await.ok();
     let rows = some["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 1501);
@@ -271,7 +361,10 @@ async fn bulk_docs_keeps_conflicts_like_couchdb() {
     assert_eq!(d["_rev"], "2-bbbb");
     assert_eq!(d["_conflicts"], json!(["2-aaaa"]));
     let diff = alice
-        .post("/notes/_revs_diff", json!({"c": ["2-aaaa", "2-cccc"], "new": ["1-x"]}))
+        .post(
+            "/notes/_revs_diff",
+            json!({"c": ["2-aaaa", "2-cccc"], "new": ["1-x"]}),
+        )
         .await
         .ok();
     assert_eq!(diff["c"]["missing"], json!(["2-cccc"]));
@@ -296,7 +389,10 @@ async fn bulk_docs_keeps_conflicts_like_couchdb() {
 #[tokio::test]
 async fn attachments_stream_both_ways() {
     let (_b, _gate, alice) = setup().await;
-    let rev = alice.put("/notes/f", json!({})).await.ok()["rev"].as_str().unwrap().to_owned();
+    let rev = alice.put("/notes/f", json!({})).await.ok()["rev"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let put = alice
         .send(
@@ -315,12 +411,19 @@ async fn attachments_stream_both_ways() {
     assert_eq!(got.bytes.len(), data.len());
     assert!(got.bytes == data);
     let ranged = alice
-        .send(alice.request(Method::GET, "/notes/f/dir/big.bin").header("Range", "bytes=10-19"))
+        .send(
+            alice
+                .request(Method::GET, "/notes/f/dir/big.bin")
+                .header("Range", "bytes=10-19"),
+        )
         .await;
     if ranged.status == 206 {
         assert_eq!(ranged.bytes, &data[10..20]);
     } else {
-        assert_eq!(ranged.status, 200, "a backend without ranges answers the whole body");
+        assert_eq!(
+            ranged.status, 200,
+            "a backend without ranges answers the whole body"
+        );
     }
     // Stubs are kept across edits; the inline form comes back with attachments=true.
     let doc = alice.get("/notes/f").await.ok();
@@ -328,7 +431,10 @@ async fn attachments_stream_both_ways() {
     let mut edited = doc.clone();
     edited["note"] = json!("edited");
     alice.put("/notes/f", edited).await.ok();
-    let rev = alice.get("/notes/f").await.ok()["_rev"].as_str().unwrap().to_owned();
+    let rev = alice.get("/notes/f").await.ok()["_rev"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let text = alice
         .send(
             alice
@@ -340,10 +446,15 @@ async fn attachments_stream_both_ways() {
         .ok();
     let inline = alice.get("/notes/f?attachments=true").await.ok();
     assert_eq!(inline["_attachments"]["t.txt"]["data"], "aGVsbG8=");
-    let big = inline["_attachments"]["dir/big.bin"]["data"].as_str().unwrap();
+    let big = inline["_attachments"]["dir/big.bin"]["data"]
+        .as_str()
+        .unwrap();
     assert_eq!(big.len(), 4_000_000, "3 MB inline as base64");
     let del = alice
-        .delete(&format!("/notes/f/t.txt?rev={}", text["rev"].as_str().unwrap()))
+        .delete(&format!(
+            "/notes/f/t.txt?rev={}",
+            text["rev"].as_str().unwrap()
+        ))
         .await
         .ok();
     assert_eq!(del["id"], "f");
@@ -362,10 +473,16 @@ async fn changes_feeds() {
     alice.put("/notes/a", json!({"v": 1})).await.ok();
     bob.put("/notes/x", json!({})).await.ok();
     alice.put("/notes/b", json!({"v": 2})).await.ok();
-    let rev = alice.get("/notes/a").await.ok()["_rev"].as_str().unwrap().to_owned();
+    let rev = alice.get("/notes/a").await.ok()["_rev"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     alice.delete(&format!("/notes/a?rev={rev}")).await.ok();
 
-    let c = alice.get("/notes/_changes?style=all_docs&include_docs=true").await.ok();
+    let c = alice
+        .get("/notes/_changes?style=all_docs&include_docs=true")
+        .await
+        .ok();
     let results = c["results"].as_array().unwrap();
     let ids: Vec<&str> = results.iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["b", "a"]);
@@ -382,20 +499,37 @@ async fn changes_feeds() {
     let rest = alice.get(&format!("/notes/_changes?since={s}")).await.ok();
     assert_eq!(rest["results"][0]["id"], "a");
     // last_seq never goes backwards when nothing is new
-    let none = alice.get(&format!("/notes/_changes?since={last}")).await.ok();
+    let none = alice
+        .get(&format!("/notes/_changes?since={last}"))
+        .await
+        .ok();
     assert_eq!(none["results"], json!([]));
     assert_eq!(none["last_seq"], last);
     // doc_ids, by query and by POST body
-    let f = alice.get("/notes/_changes?filter=_doc_ids&doc_ids=[\"b\"]").await.ok();
-    assert_eq!(f["results"].as_array().unwrap().len(), 1);
     let f = alice
-        .post("/notes/_changes?filter=_doc_ids", json!({"doc_ids": ["a", "x"]}))
+        .get("/notes/_changes?filter=_doc_ids&doc_ids=[\"b\"]")
         .await
         .ok();
-    let ids: Vec<&str> = f["results"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(f["results"].as_array().unwrap().len(), 1);
+    let f = alice
+        .post(
+            "/notes/_changes?filter=_doc_ids",
+            json!({"doc_ids": ["a", "x"]}),
+        )
+        .await
+        .ok();
+    let ids: Vec<&str> = f["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["a"], "bob's x never shows");
     alice
-        .post("/notes/_changes?filter=_selector", json!({"selector": {"v": 1}}))
+        .post(
+            "/notes/_changes?filter=_selector",
+            json!({"selector": {"v": 1}}),
+        )
         .await
         .error(501, "not_implemented");
     // since=now
@@ -422,7 +556,9 @@ async fn longpoll_waits_for_the_owner_only() {
         tokio::spawn(async move {
             let t = Instant::now();
             let r = alice
-                .get(&format!("/notes/_changes?feed=longpoll&since={now}&timeout=20000"))
+                .get(&format!(
+                    "/notes/_changes?feed=longpoll&since={now}&timeout=20000"
+                ))
                 .await
                 .ok();
             (r, t.elapsed())
@@ -441,10 +577,15 @@ async fn longpoll_waits_for_the_owner_only() {
     let last = r["last_seq"].as_str().unwrap();
     let t = Instant::now();
     let idle = alice
-        .get(&format!("/notes/_changes?feed=longpoll&since={last}&timeout=1500"))
+        .get(&format!(
+            "/notes/_changes?feed=longpoll&since={last}&timeout=1500"
+        ))
         .await
         .ok();
-    assert!(t.elapsed() >= Duration::from_millis(1400), "longpoll really waits");
+    assert!(
+        t.elapsed() >= Duration::from_millis(1400),
+        "longpoll really waits"
+    );
     assert_eq!(idle["results"], json!([]));
 }
 
@@ -453,7 +594,10 @@ async fn continuous_and_eventsource_feeds() {
     let (_b, _gate, alice) = setup().await;
     alice.put("/notes/a", json!({})).await.ok();
     let resp = alice
-        .request(Method::GET, "/notes/_changes?feed=continuous&heartbeat=200&since=0")
+        .request(
+            Method::GET,
+            "/notes/_changes?feed=continuous&heartbeat=200&since=0",
+        )
         .send()
         .await
         .unwrap();
@@ -486,7 +630,9 @@ async fn continuous_and_eventsource_feeds() {
     assert_eq!(rows.len(), 2, "{text}");
     assert_eq!(rows[1]["id"], "b");
 
-    let c = alice.get("/notes/_changes?feed=continuous&timeout=300").await;
+    let c = alice
+        .get("/notes/_changes?feed=continuous&timeout=300")
+        .await;
     let lines: Vec<Value> = String::from_utf8_lossy(&c.bytes)
         .lines()
         .filter(|l| !l.is_empty())
@@ -514,17 +660,34 @@ async fn cors() {
                 .request(Method::OPTIONS, "/notes/_changes")
                 .header("Origin", "http://app.example")
                 .header("Access-Control-Request-Method", "POST")
-                .header("Access-Control-Request-Headers", "authorization,content-type"),
+                .header(
+                    "Access-Control-Request-Headers",
+                    "authorization,content-type",
+                ),
         )
         .await;
     assert_eq!(pre.status, 204);
-    assert_eq!(pre.headers["access-control-allow-origin"], "http://app.example");
+    assert_eq!(
+        pre.headers["access-control-allow-origin"],
+        "http://app.example"
+    );
     let r = alice
-        .send(alice.request(Method::GET, "/notes").header("Origin", "http://app.example"))
+        .send(
+            alice
+                .request(Method::GET, "/notes")
+                .header("Origin", "http://app.example"),
+        )
         .await;
-    assert_eq!(r.headers["access-control-allow-origin"], "http://app.example");
+    assert_eq!(
+        r.headers["access-control-allow-origin"],
+        "http://app.example"
+    );
     let r = alice
-        .send(alice.request(Method::GET, "/notes").header("Origin", "http://evil.example"))
+        .send(
+            alice
+                .request(Method::GET, "/notes")
+                .header("Origin", "http://evil.example"),
+        )
         .await;
     assert!(r.headers.get("access-control-allow-origin").is_none());
 }
@@ -535,6 +698,12 @@ async fn misc_endpoints() {
     let r = alice.post("/notes/_ensure_full_commit", json!({})).await;
     assert_eq!(r.status, 201);
     assert_eq!(r.body["ok"], true);
-    alice.get("/notes/_bulk_docs").await.error(405, "method_not_allowed");
-    alice.delete("/notes?rev=1-x").await.error(400, "bad_request");
+    alice
+        .get("/notes/_bulk_docs")
+        .await
+        .error(405, "method_not_allowed");
+    alice
+        .delete("/notes?rev=1-x")
+        .await
+        .error(400, "bad_request");
 }

@@ -40,8 +40,9 @@ pub fn parse(query: &super::Query, body: Option<Map<String, Value>>) -> Result<O
     for (k, v) in &query.0 {
         let value = match k.as_str() {
             "keys" | "key" | "startkey" | "start_key" | "endkey" | "end_key" => {
-                serde_json::from_str(v)
-                    .map_err(|_| Error::bad_request(format!("Invalid JSON in query parameter {k}")))?
+                serde_json::from_str(v).map_err(|_| {
+                    Error::bad_request(format!("Invalid JSON in query parameter {k}"))
+                })?
             }
             _ => Value::String(v.clone()),
         };
@@ -86,8 +87,11 @@ pub fn parse(query: &super::Query, body: Option<Map<String, Value>>) -> Result<O
         },
         start: string(&["startkey", "start_key"])?,
         end: string(&["endkey", "end_key"])?,
-        inclusive_end: bool_of(params.get("inclusive_end").unwrap_or(&Value::Null), "inclusive_end")?
-            .unwrap_or(true),
+        inclusive_end: bool_of(
+            params.get("inclusive_end").unwrap_or(&Value::Null),
+            "inclusive_end",
+        )?
+        .unwrap_or(true),
         descending: flag("descending")?,
         limit: number("limit")?,
         skip: number("skip")?.unwrap_or(0),
@@ -167,7 +171,11 @@ pub async fn handle(st: &Arc<State>, ns: &Namespace, req: Req) -> Result<Respons
 /// Rewrites one backend row into the client's.
 fn strip_row(st: &State, ns: &Namespace, mut row: Value) -> Result<Value> {
     for field in ["id", "key"] {
-        if let Some(id) = row.get(field).and_then(Value::as_str).and_then(|s| ns.decode_id(s)) {
+        if let Some(id) = row
+            .get(field)
+            .and_then(Value::as_str)
+            .and_then(|s| ns.decode_id(s))
+        {
             row[field] = Value::String(id);
         }
     }
@@ -213,23 +221,30 @@ async fn by_keys(
     let forward: Vec<&String> = encoded.iter().flatten().collect();
     let mut backend_rows = Vec::new().into_iter();
     if !forward.is_empty() {
-        let url = st.backend.db_url(&format!(
-            "/_all_docs{}",
-            query_string(doc_params(o))
-        ));
+        let url = st
+            .backend
+            .db_url(&format!("/_all_docs{}", query_string(doc_params(o))));
         let (_, answer) = st
             .backend
             .json(Method::POST, &url, Some(&json!({ "keys": forward })))
             .await?;
-        backend_rows = answer["rows"].as_array().cloned().unwrap_or_default().into_iter();
+        backend_rows = answer["rows"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter();
     }
     let mut rows = Vec::with_capacity(keys.len());
     for (key, enc) in keys.iter().zip(&encoded) {
         let mut row = match enc {
             None => json!({"key": key, "error": "not_found"}),
-            Some(_) => strip_row(st, ns, backend_rows.next().ok_or_else(|| {
-                Error::BadGateway("_all_docs answered too few rows".into())
-            })?)?,
+            Some(_) => strip_row(
+                st,
+                ns,
+                backend_rows
+                    .next()
+                    .ok_or_else(|| Error::BadGateway("_all_docs answered too few rows".into()))?,
+            )?,
         };
         if row.get("error").is_some() {
             row["key"] = key.clone();
@@ -237,7 +252,9 @@ async fn by_keys(
         rows.push(row);
     }
     let skip = usize::try_from(o.skip).unwrap_or(usize::MAX);
-    let limit = o.limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+    let limit = o
+        .limit
+        .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
     let rows: Vec<Value> = rows.into_iter().skip(skip).take(limit).collect();
     let total = super::db::count_docs(st, ns).await?;
     let mut out = head(total, None, &update_seq);
@@ -277,7 +294,9 @@ async fn by_range(
     let ns = ns.clone();
     let head = head(total, Some(before + o.skip), &update_seq);
     tokio::spawn(async move {
-        if let Err(e) = stream_pages(&state, &ns, fetch, o.limit, first, first_limit, head, tx).await {
+        if let Err(e) =
+            stream_pages(&state, &ns, fetch, o.limit, first, first_limit, head, tx).await
+        {
             tracing::warn!(error = %e, "_all_docs stream ended early");
         }
     });
@@ -294,7 +313,13 @@ struct Pager {
 
 impl Pager {
     /// One page: from `start` (or after `after`, the last key of the previous page).
-    async fn page(&self, st: &State, after: Option<&str>, skip: u64, limit: u64) -> Result<Vec<Value>> {
+    async fn page(
+        &self,
+        st: &State,
+        after: Option<&str>,
+        skip: u64,
+        limit: u64,
+    ) -> Result<Vec<Value>> {
         let mut q = vec![
             ("startkey", json!(after.unwrap_or(&self.start)).to_string()),
             ("endkey", json!(self.end).to_string()),
@@ -334,7 +359,10 @@ async fn stream_pages(
     loop {
         let full_page = rows.len() as u64 == asked;
         remaining = remaining.saturating_sub(rows.len() as u64);
-        let last_key = rows.last().and_then(|r| r["key"].as_str()).map(String::from);
+        let last_key = rows
+            .last()
+            .and_then(|r| r["key"].as_str())
+            .map(String::from);
         let mut chunk = String::new();
         for row in rows {
             if !first {
@@ -375,7 +403,10 @@ mod tests {
             ("u.d.e:".into(), "u.d.e;".into(), false)
         );
         assert_eq!(
-            backing_range(&ns, &opts("startkey=%22b%22&endkey=%22y%22&inclusive_end=false")),
+            backing_range(
+                &ns,
+                &opts("startkey=%22b%22&endkey=%22y%22&inclusive_end=false")
+            ),
             ("u.d.e:b".into(), "u.d.e:y".into(), false)
         );
         assert_eq!(
@@ -401,7 +432,13 @@ mod tests {
 
     #[test]
     fn bad_parameters() {
-        for q in ["startkey=1", "limit=-1", "descending=yes", "keys=%7B%7D", "startkey=%22"] {
+        for q in [
+            "startkey=1",
+            "limit=-1",
+            "descending=yes",
+            "keys=%7B%7D",
+            "startkey=%22",
+        ] {
             assert!(parse(&Query::parse(q), None).is_err(), "{q}");
         }
     }

@@ -79,7 +79,8 @@ pub async fn handle(
     let resp = st.backend.send(breq, st.backend.timeout()).await?;
     let status = resp.status();
 
-    if matches!(method, Method::GET | Method::HEAD) && (status.is_success() || status.as_u16() == 304)
+    if matches!(method, Method::GET | Method::HEAD)
+        && (status.is_success() || status.as_u16() == 304)
     {
         // The attachment itself: stream it as it comes.
         let mut r = Response::new(Body::default());
@@ -90,7 +91,10 @@ pub async fn handle(
     }
     // Writes and errors answer small JSON bodies.
     let headers = resp.headers().clone();
-    let bytes = st.backend.read(resp.into_body(), st.backend.timeout()).await?;
+    let bytes = st
+        .backend
+        .read(resp.into_body(), st.backend.timeout())
+        .await?;
     if !status.is_success() {
         let value = parse_json(&bytes).unwrap_or_else(|_| serde_json::json!({}));
         return Err(backend_error(status, &value));

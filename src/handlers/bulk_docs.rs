@@ -15,10 +15,12 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
         return Err(Error::bad_request("Request body must be a JSON object"));
     };
     let Some(Value::Array(docs)) = body.remove("docs") else {
-        return Err(Error::bad_request("POST body must include `docs` parameter."));
+        return Err(Error::bad_request(
+            "POST body must include `docs` parameter.",
+        ));
     };
-    let new_edits = super::bool_of(body.get("new_edits").unwrap_or(&Value::Null), "new_edits")?
-        .unwrap_or(true);
+    let new_edits =
+        super::bool_of(body.get("new_edits").unwrap_or(&Value::Null), "new_edits")?.unwrap_or(true);
 
     let plan = plan(ns, docs, new_edits);
     let mut results: Vec<Value> = Vec::with_capacity(plan.slots.len());
@@ -35,7 +37,9 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
             .json(Method::POST, &url, Some(&Value::Object(fwd)))
             .await?;
         let Value::Array(rows) = answer else {
-            return Err(Error::BadGateway("_bulk_docs answer is not an array".into()));
+            return Err(Error::BadGateway(
+                "_bulk_docs answer is not an array".into(),
+            ));
         };
         backend_rows = rows.into_iter();
     }
@@ -73,7 +77,10 @@ fn plan(ns: &Namespace, docs: Vec<Value>, new_edits: bool) -> Plan {
     let mut slots = Vec::with_capacity(docs.len());
     for doc in docs {
         let Value::Object(mut doc) = doc else {
-            slots.push(Some(error_row(None, &Error::bad_request("Document must be a JSON object"))));
+            slots.push(Some(error_row(
+                None,
+                &Error::bad_request("Document must be a JSON object"),
+            )));
             continue;
         };
         let id = match doc.get("_id") {
@@ -116,7 +123,11 @@ fn error_row(id: Option<&str>, e: &Error) -> Value {
 
 /// A backend result row with its id turned back into the client's.
 fn strip_row(ns: &Namespace, mut row: Value) -> Value {
-    if let Some(id) = row.get("id").and_then(Value::as_str).and_then(|id| ns.decode_id(id)) {
+    if let Some(id) = row
+        .get("id")
+        .and_then(Value::as_str)
+        .and_then(|id| ns.decode_id(id))
+    {
         row["id"] = Value::String(id);
     }
     row
@@ -149,7 +160,10 @@ mod tests {
         assert_eq!(p.slots[2].as_ref().unwrap()["error"], "bad_request");
         assert_eq!(p.slots[3].as_ref().unwrap()["error"], "illegal_docid");
         let generated = plan(&ns, vec![json!({"x": 1})], true);
-        assert!(generated.forward[0]["_id"].as_str().unwrap().starts_with("u.d.e:"));
+        assert!(generated.forward[0]["_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("u.d.e:"));
         assert!(plan(&ns, vec![json!({"x": 1})], false).forward.is_empty());
     }
 

@@ -54,7 +54,9 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
             .and_then(Value::as_array)
             .ok_or_else(|| Error::BadGateway("_bulk_get answer without results".into()))?;
         if rows.len() != forward.len() {
-            return Err(Error::BadGateway("_bulk_get answered the wrong number of results".into()));
+            return Err(Error::BadGateway(
+                "_bulk_get answered the wrong number of results".into(),
+            ));
         }
         let mut rows = rows.iter().cloned();
         for slot in results.iter_mut().filter(|s| s.is_none()) {
@@ -64,7 +66,10 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
         }
     }
     let results: Vec<Value> = results.into_iter().flatten().collect();
-    Ok(json_response(StatusCode::OK, &json!({ "results": results })))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "results": results }),
+    ))
 }
 
 /// Rewrites one `{"id", "docs": [{"ok": doc} | {"error": {...}}]}` result.

@@ -125,7 +125,9 @@ pub fn parse(st: &State, q: &Query, body: Option<&Map<String, Value>>) -> Result
     }
     let descending = q.flag("descending")?;
     if descending && feed != Feed::Normal {
-        return Err(Error::bad_request("descending is only supported with feed=normal"));
+        return Err(Error::bad_request(
+            "descending is only supported with feed=normal",
+        ));
     }
     Ok(Opts {
         feed,
@@ -160,7 +162,10 @@ pub async fn handle(st: &Arc<State>, ns: &Namespace, req: Req) -> Result<Respons
                 "selectors are not supported by couchgate; use filter=_doc_ids".into(),
             ));
         }
-        bool_of(b.get("include_docs").unwrap_or(&Value::Null), "include_docs")?;
+        bool_of(
+            b.get("include_docs").unwrap_or(&Value::Null),
+            "include_docs",
+        )?;
     }
     let opts = parse(st, &query, body.as_ref())?;
     let mut since = match &opts.since {
@@ -384,18 +389,28 @@ mod tests {
         let o = parse(&st, &Query::parse("feed=continuous&timeout=500"), None).unwrap();
         assert_eq!(o.timeout, Some(Duration::from_millis(500)));
         let o = parse(&st, &Query::parse("since=garbage"), None).unwrap();
-        assert_eq!(o.since, Since::Zero, "a foreign since replays from the start");
+        assert_eq!(
+            o.since,
+            Since::Zero,
+            "a foreign since replays from the start"
+        );
     }
 
     #[test]
     fn filters() {
         let st = state();
         let q = Query::parse("filter=_doc_ids&doc_ids=%5B%22a%22%5D");
-        assert_eq!(parse(&st, &q, None).unwrap().doc_ids, Some(vec!["a".into()]));
+        assert_eq!(
+            parse(&st, &q, None).unwrap().doc_ids,
+            Some(vec!["a".into()])
+        );
         let mut body = Map::new();
         body.insert("doc_ids".into(), json!(["b"]));
         let q = Query::parse("filter=_doc_ids");
-        assert_eq!(parse(&st, &q, Some(&body)).unwrap().doc_ids, Some(vec!["b".into()]));
+        assert_eq!(
+            parse(&st, &q, Some(&body)).unwrap().doc_ids,
+            Some(vec!["b".into()])
+        );
         for (q, status) in [
             ("filter=_selector", 501),
             ("filter=app/by_type", 501),
@@ -407,7 +422,11 @@ mod tests {
             ("style=odd", 400),
             ("descending=true&feed=longpoll", 400),
         ] {
-            assert_eq!(parse(&st, &Query::parse(q), None).unwrap_err().status(), status, "{q}");
+            assert_eq!(
+                parse(&st, &Query::parse(q), None).unwrap_err().status(),
+                status,
+                "{q}"
+            );
         }
     }
 }

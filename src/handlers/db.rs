@@ -91,7 +91,11 @@ pub async fn count_range(st: &State, start: &str, end: &str) -> Result<u64> {
         ]);
         let (_, page) = st
             .backend
-            .json(Method::GET, &st.backend.db_url(&format!("/_all_docs{q}")), None)
+            .json(
+                Method::GET,
+                &st.backend.db_url(&format!("/_all_docs{q}")),
+                None,
+            )
             .await?;
         let rows = page["rows"].as_array().map(Vec::as_slice).unwrap_or(&[]);
         count += rows.len() as u64;

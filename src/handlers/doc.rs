@@ -39,9 +39,7 @@ pub async fn handle(st: &State, ns: &Namespace, id: &str, req: Req) -> Result<Re
         Method::GET | Method::HEAD => get(st, ns, &backing, req).await,
         Method::PUT => put(st, ns, &backing, req).await,
         Method::DELETE => delete(st, ns, &backing, req).await,
-        ref m if m.as_str() == "COPY" => {
-            Err(Error::NotImplemented("COPY is not supported".into()))
-        }
+        ref m if m.as_str() == "COPY" => Err(Error::NotImplemented("COPY is not supported".into())),
         _ => Err(not_allowed(&[
             Method::GET,
             Method::HEAD,
@@ -87,7 +85,10 @@ async fn get(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Resp
         copy_headers(&headers, r.headers_mut(), &[header::ETAG]);
         return Ok(r);
     }
-    let bytes = st.backend.read(resp.into_body(), st.backend.timeout()).await?;
+    let bytes = st
+        .backend
+        .read(resp.into_body(), st.backend.timeout())
+        .await?;
     let mut value = parse_json(&bytes)?;
     if !status.is_success() {
         return Err(backend_error(status, &value));
@@ -145,7 +146,10 @@ async fn put(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Resp
             set_id(doc, backing.to_owned());
             Ok(())
         })?;
-        (rewritten, raw_ct.unwrap_or(HeaderValue::from_static("multipart/related")))
+        (
+            rewritten,
+            raw_ct.unwrap_or(HeaderValue::from_static("multipart/related")),
+        )
     } else {
         if !(ct.is_empty() || ct.starts_with("application/json") || ct.starts_with("text/plain")) {
             return Err(Error::BadContentType(
@@ -194,7 +198,11 @@ pub async fn post(st: &State, ns: &Namespace, req: Req) -> Result<Response<Body>
 async fn delete(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Response<Body>> {
     let mut query = forward_query(&req, &["rev", "batch"]);
     if req.query.get("rev").is_none() {
-        if let Some(etag) = req.headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
+        if let Some(etag) = req
+            .headers
+            .get(header::IF_MATCH)
+            .and_then(|v| v.to_str().ok())
+        {
             let rev = etag.trim_matches('"').to_owned();
             query = query_string([("rev", rev)]);
         }
@@ -234,7 +242,10 @@ async fn write(
     let resp = st.backend.send(breq, st.backend.timeout()).await?;
     let status = resp.status();
     let headers = resp.headers().clone();
-    let bytes = st.backend.read(resp.into_body(), st.backend.timeout()).await?;
+    let bytes = st
+        .backend
+        .read(resp.into_body(), st.backend.timeout())
+        .await?;
     let value = parse_json(&bytes)?;
     if !status.is_success() {
         return Err(backend_error(status, &value));
@@ -320,7 +331,10 @@ mod tests {
         })
         .unwrap();
         let text = String::from_utf8_lossy(&out);
-        assert!(text.contains("{\"_id\":\"p:x\",\"a\":1}\r\n--abc\r\n"), "{text}");
+        assert!(
+            text.contains("{\"_id\":\"p:x\",\"a\":1}\r\n--abc\r\n"),
+            "{text}"
+        );
         assert!(out.ends_with(b"\x00\x01\r\n--abc--"));
         assert_eq!(
             multipart_boundary("multipart/related; boundary=\"abc\""),
@@ -334,6 +348,9 @@ mod tests {
         assert!(parse_doc(b"[1]").is_err());
         assert!(parse_doc(b"{").is_err());
         let d = parse_doc(br#"{"_id":"a","_id":"b"}"#).unwrap();
-        assert_eq!(d["_id"], "b", "the last duplicate wins, and only it is forwarded");
+        assert_eq!(
+            d["_id"], "b",
+            "the last duplicate wins, and only it is forwarded"
+        );
     }
 }

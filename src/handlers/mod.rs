@@ -102,7 +102,9 @@ impl Query {
         self.get(key)
             .map(|v| {
                 v.parse::<u64>().map_err(|_| {
-                    Error::bad_request(format!("Invalid value for {key}: must be a non-negative integer"))
+                    Error::bad_request(format!(
+                        "Invalid value for {key}: must be a non-negative integer"
+                    ))
                 })
             })
             .transpose()
@@ -112,8 +114,9 @@ impl Query {
     pub fn json(&self, key: &str) -> Result<Option<Value>> {
         self.get(key)
             .map(|v| {
-                serde_json::from_str(v)
-                    .map_err(|_| Error::bad_request(format!("Invalid JSON in query parameter {key}")))
+                serde_json::from_str(v).map_err(|_| {
+                    Error::bad_request(format!("Invalid JSON in query parameter {key}"))
+                })
             })
             .transpose()
     }

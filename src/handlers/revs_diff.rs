@@ -10,13 +10,17 @@ use serde_json::{Map, Value};
 
 pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Body>> {
     let Value::Object(asked) = req.json().await? else {
-        return Err(Error::bad_request("_revs_diff expects an object of id: [revs]"));
+        return Err(Error::bad_request(
+            "_revs_diff expects an object of id: [revs]",
+        ));
     };
     let mut forward = Map::new();
     let mut answer = Map::new();
     for (id, revs) in asked {
         if !revs.is_array() {
-            return Err(Error::bad_request(format!("revisions of `{id}` must be an array")));
+            return Err(Error::bad_request(format!(
+                "revisions of `{id}` must be an array"
+            )));
         }
         match ns.encode_doc_id(&id) {
             Ok(backing) => {
@@ -35,7 +39,9 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
             .json(Method::POST, &url, Some(&Value::Object(forward)))
             .await?;
         let Value::Object(diff) = diff else {
-            return Err(Error::BadGateway("_revs_diff answer is not an object".into()));
+            return Err(Error::BadGateway(
+                "_revs_diff answer is not an object".into(),
+            ));
         };
         for (backing, v) in diff {
             if let Some(id) = ns.decode_id(&backing) {
