@@ -79,7 +79,7 @@ pub struct Args {
     pub cors_origins: Option<String>,
 
     /// CORS: allow credentials (cookies, Authorization) from allowed origins.
-    #[arg(long, env = "COUCHGATE_CORS_CREDENTIALS")]
+    #[arg(long, env = "COUCHGATE_CORS_CREDENTIALS", num_args = 0..=1, default_missing_value = "true")]
     pub cors_credentials: Option<bool>,
 
     /// Largest request body accepted, in bytes [default: 67108864, 64 MiB].
