@@ -8,6 +8,10 @@
 //! The old incarnation's documents are then removed from the backing database in the background
 //! (`_purge` where the backend has it, otherwise deletion of every leaf revision).
 //!
+//! Backends cannot list `_local` documents portably, so each namespace keeps the list of its
+//! `_local` ids in one more local document, `_local/{partition}` (see [`Registry::note_local`]);
+//! deletion removes every listed one.
+//!
 //! Lookups are cached for [`CACHE_TTL`]. Another couchgate instance that deletes and re-creates
 //! the same virtual database is therefore seen up to that long later; writes in that window land
 //! in the old, invisible incarnation. Deletion through the instance itself is seen at once.
@@ -19,6 +23,7 @@ use dashmap::DashMap;
 use http::{Method, StatusCode};
 use rand::Rng;
 use serde_json::{json, Value};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +38,8 @@ const CLEANUP_PAGE: usize = 500;
 pub struct Registry {
     backend: Backend,
     cache: DashMap<(String, String), (Namespace, Instant)>,
+    /// `_local` ids known to be listed in their namespace's local-id list (see `note_local`).
+    locals: DashMap<String, HashSet<String>>,
 }
 
 fn new_epoch() -> String {
@@ -48,6 +55,7 @@ impl Registry {
         Registry {
             backend,
             cache: DashMap::new(),
+            locals: DashMap::new(),
         }
     }
 
@@ -159,9 +167,95 @@ impl Registry {
         Ok(())
     }
 
+    fn local_list_url(&self, ns: &Namespace) -> String {
+        self.backend.db_url(&format!(
+            "/{}",
+            encode_doc_id(&format!("_local/{}", ns.partition()))
+        ))
+    }
+
+    /// Records that the namespace has the `_local` document `id` (a client id), so that deleting
+    /// the virtual database can remove it. Costs a backend round trip only the first time this
+    /// instance sees an id.
+    pub async fn note_local(&self, ns: &Namespace, id: &str) -> Result<()> {
+        if self
+            .locals
+            .get(ns.partition())
+            .is_some_and(|known| known.contains(id))
+        {
+            return Ok(());
+        }
+        let url = self.local_list_url(ns);
+        for _ in 0..5 {
+            let mut list = match self.backend.json(Method::GET, &url, None).await {
+                Ok((_, v)) => v,
+                Err(e) if e.status() == StatusCode::NOT_FOUND => json!({"ids": []}),
+                Err(e) => return Err(e),
+            };
+            let ids = list["ids"].as_array().cloned().unwrap_or_default();
+            if !ids.iter().any(|v| v == id) {
+                let mut ids = ids;
+                ids.push(json!(id));
+                list["ids"] = Value::Array(ids);
+                match self.backend.json(Method::PUT, &url, Some(&list)).await {
+                    Ok(_) => {}
+                    Err(e) if e.status() == StatusCode::CONFLICT => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            if self.locals.len() >= CACHE_MAX {
+                self.locals.clear();
+            }
+            self.locals
+                .entry(ns.partition().to_owned())
+                .or_default()
+                .insert(id.to_owned());
+            return Ok(());
+        }
+        Err(Error::Conflict(
+            "too many concurrent updates of the local-id list".into(),
+        ))
+    }
+
+    /// Removes the namespace's `_local` documents and their list; returns how many.
+    async fn remove_locals(&self, ns: &Namespace) -> Result<usize> {
+        self.locals.remove(ns.partition());
+        let url = self.local_list_url(ns);
+        let list = match self.backend.json(Method::GET, &url, None).await {
+            Ok((_, v)) => v,
+            Err(e) if e.status() == StatusCode::NOT_FOUND => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut removed = 0;
+        for id in list["ids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            let Ok(backing) = ns.encode_id(id) else {
+                continue;
+            };
+            let doc_url = self
+                .backend
+                .db_url(&format!("/{}", encode_doc_id(&backing)));
+            if let Ok((_, doc)) = self.backend.json(Method::GET, &doc_url, None).await {
+                let rev = doc["_rev"].as_str().unwrap_or("").to_owned();
+                let del = format!("{doc_url}{}", query_string([("rev", rev)]));
+                if self.backend.json(Method::DELETE, &del, None).await.is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        let rev = list["_rev"].as_str().unwrap_or("").to_owned();
+        let del = format!("{url}{}", query_string([("rev", rev)]));
+        self.backend.json(Method::DELETE, &del, None).await?;
+        Ok(removed)
+    }
+
     /// Removes every document of a namespace from the backing database; returns how many.
     async fn remove_namespace(&self, ns: &Namespace) -> Result<usize> {
-        let mut removed = 0;
+        let mut removed = self.remove_locals(ns).await?;
         let mut purge_supported = true;
         let mut start = ns.start_key();
         loop {

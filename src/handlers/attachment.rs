@@ -69,14 +69,21 @@ pub async fn handle(
             h.insert(header::ACCEPT, http::HeaderValue::from_static("*/*"));
         }
     }
-    let breq = b
-        .body(if method == Method::PUT {
-            req.stream_body()
-        } else {
-            body::empty()
-        })
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    let resp = st.backend.send(breq, st.backend.timeout()).await?;
+    let max_body = req.max_body;
+    let (upload, too_large) = if method == Method::PUT {
+        let (b, flag) = req.stream_body();
+        (b, Some(flag))
+    } else {
+        (body::empty(), None)
+    };
+    let breq = b.body(upload).map_err(|e| Error::Internal(e.to_string()))?;
+    let sent = st.backend.send(breq, st.backend.timeout()).await;
+    if too_large.is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed)) {
+        return Err(Error::TooLarge(format!(
+            "the request body is larger than {max_body} bytes"
+        )));
+    }
+    let resp = sent?;
     let status = resp.status();
 
     if matches!(method, Method::GET | Method::HEAD)

@@ -23,6 +23,9 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
         super::bool_of(body.get("new_edits").unwrap_or(&Value::Null), "new_edits")?.unwrap_or(true);
 
     let plan = plan(ns, docs, new_edits);
+    for id in &plan.locals {
+        st.registry.note_local(ns, id).await?;
+    }
     let mut results: Vec<Value> = Vec::with_capacity(plan.slots.len());
     let mut backend_rows = Vec::new().into_iter();
     if !plan.forward.is_empty() {
@@ -69,11 +72,14 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
 #[derive(Debug)]
 struct Plan {
     forward: Vec<Value>,
+    /// Client ids of the `_local` documents among them.
+    locals: Vec<String>,
     slots: Vec<Option<Value>>,
 }
 
 fn plan(ns: &Namespace, docs: Vec<Value>, new_edits: bool) -> Plan {
     let mut forward = Vec::with_capacity(docs.len());
+    let mut locals = Vec::new();
     let mut slots = Vec::with_capacity(docs.len());
     for doc in docs {
         let Value::Object(mut doc) = doc else {
@@ -103,6 +109,9 @@ fn plan(ns: &Namespace, docs: Vec<Value>, new_edits: bool) -> Plan {
         };
         match ns.encode_id(&id) {
             Ok(backing) => {
+                if id.starts_with("_local/") {
+                    locals.push(id);
+                }
                 set_id(&mut doc, backing);
                 forward.push(Value::Object(doc));
                 slots.push(None);
@@ -110,7 +119,11 @@ fn plan(ns: &Namespace, docs: Vec<Value>, new_edits: bool) -> Plan {
             Err(e) => slots.push(Some(error_row(Some(&id), &e))),
         }
     }
-    Plan { forward, slots }
+    Plan {
+        forward,
+        locals,
+        slots,
+    }
 }
 
 fn error_row(id: Option<&str>, e: &Error) -> Value {

@@ -7,6 +7,7 @@ use crate::namespace::Namespace;
 use crate::proxy::State;
 use http::{Method, Response, StatusCode};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 
 /// Query parameters passed to the backend as they are.
 const PARAMS: &[&str] = &["revs", "attachments", "latest", "att_encoding_info"];
@@ -19,17 +20,26 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
     };
     // One slot per request item, in order: either filled locally or by the backend.
     let mut results: Vec<Option<Value>> = Vec::with_capacity(docs.len());
-    let mut forward = Vec::new();
-    for item in docs {
+    // Items sent to the backend in rounds in which every id appears at most once: some
+    // backends (PouchDB Server) merge, and lose, repeated ids of one request, and replicators
+    // ask for several revisions of a conflicted document that way.
+    let mut rounds: Vec<Vec<(usize, Value)>> = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (slot, item) in docs.iter().enumerate() {
         let Some(obj) = item.as_object() else {
             return Err(Error::bad_request("each of 'docs' must be an object"));
         };
         let id = obj.get("id").and_then(Value::as_str).unwrap_or("");
         match ns.encode_doc_id(id) {
             Ok(backing) => {
+                let round = seen.entry(backing.clone()).or_insert(0);
+                if rounds.len() <= *round {
+                    rounds.push(Vec::new());
+                }
                 let mut f = obj.clone();
                 f.insert("id".into(), Value::String(backing));
-                forward.push(Value::Object(f));
+                rounds[*round].push((slot, Value::Object(f)));
+                *round += 1;
                 results.push(None);
             }
             Err(e) => results.push(Some(json!({
@@ -43,26 +53,31 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
             }))),
         }
     }
-    if !forward.is_empty() {
-        let url = st.backend.db_url(&format!("/_bulk_get{query}"));
+    let url = st.backend.db_url(&format!("/_bulk_get{query}"));
+    for round in rounds {
+        let items: Vec<&Value> = round.iter().map(|(_, v)| v).collect();
         let (_, answer) = st
             .backend
-            .json(Method::POST, &url, Some(&json!({ "docs": forward })))
+            .json(Method::POST, &url, Some(&json!({ "docs": items })))
             .await?;
         let rows = answer
             .get("results")
             .and_then(Value::as_array)
             .ok_or_else(|| Error::BadGateway("_bulk_get answer without results".into()))?;
-        if rows.len() != forward.len() {
-            return Err(Error::BadGateway(
-                "_bulk_get answered the wrong number of results".into(),
-            ));
+        // Ids are unique within a round: match results to items by id.
+        let mut by_id: HashMap<String, Value> = HashMap::new();
+        for row in rows {
+            if let Some(id) = row.get("id").and_then(Value::as_str) {
+                by_id.insert(id.to_owned(), row.clone());
+            }
         }
-        let mut rows = rows.iter().cloned();
-        for slot in results.iter_mut().filter(|s| s.is_none()) {
-            let mut row = rows.next().expect("lengths checked above");
+        for (slot, item) in round {
+            let id = item["id"].as_str().unwrap_or("");
+            let mut row = by_id.remove(id).ok_or_else(|| {
+                Error::BadGateway("_bulk_get answered without a requested document".into())
+            })?;
             strip_result(st, ns, &mut row)?;
-            *slot = Some(row);
+            results[slot] = Some(row);
         }
     }
     let results: Vec<Value> = results.into_iter().flatten().collect();

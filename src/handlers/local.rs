@@ -13,6 +13,9 @@ pub async fn handle(st: &State, ns: &Namespace, id: &str, req: Req) -> Result<Re
         &req.method,
         &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
     )?;
+    if req.method == Method::PUT {
+        st.registry.note_local(ns, id).await?;
+    }
     // `_local` documents behave as documents without revision history; the document handler
     // serves them, with the local id encoding chosen by `Namespace::encode_id`.
     super::doc::handle(st, ns, id, req).await

@@ -18,6 +18,8 @@ use bytes::Bytes;
 use http::{HeaderMap, Method};
 use hyper::body::Incoming;
 use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// A request as handlers see it: method, headers, decoded query and the unread body.
 pub struct Req {
@@ -61,10 +63,22 @@ impl Req {
         body::read_limited(self.body, self.max_body).await
     }
 
-    /// The body as a stream bounded to the size limit, for forwarding.
-    pub fn stream_body(self) -> body::Body {
+    /// The body as a stream bounded to the size limit, for forwarding, and a flag that is set
+    /// when the limit cut it off (the backend then sees a failed upload, the client gets 413).
+    pub fn stream_body(self) -> (body::Body, Arc<AtomicBool>) {
         let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
-        body::boxed(http_body_util::Limited::new(self.body, limit))
+        let too_large = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&too_large);
+        let limited = http_body_util::BodyExt::map_err(
+            http_body_util::Limited::new(self.body, limit),
+            move |e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    flag.store(true, Ordering::Relaxed);
+                }
+                e
+            },
+        );
+        (body::boxed(limited), too_large)
     }
 }
 
