@@ -6,9 +6,10 @@
 
 use crate::backend::query_string;
 use crate::error::{Error, Result};
-use crate::handlers::changes::Opts;
+use crate::handlers::changes::{Batch, Opts, Row};
 use crate::namespace::Namespace;
 use crate::proxy::State;
+use crate::seq::Position;
 use http::Method;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -18,25 +19,6 @@ pub const PAGE: usize = 1000;
 
 /// How much longer than the backend's own longpoll timeout couchgate waits for it.
 const WAIT_GRACE: Duration = Duration::from_millis(250);
-
-/// One change of the namespace, ready for the client but for its sealed `seq`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    /// The backend sequence of the change.
-    pub seq: Value,
-    /// `{"id", "changes", "deleted"?, "doc"?}` with client ids.
-    pub row: Value,
-}
-
-/// Changes after some backend sequence.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Batch {
-    pub rows: Vec<Row>,
-    /// The backend sequence up to which this batch covers the feed.
-    pub last_seq: Value,
-    /// `true` when the backend had nothing more at the time.
-    pub caught_up: bool,
-}
 
 /// Reads the namespace's changes after `since`. With `wait`, the backend long-polls that long
 /// when nothing is new (a change of any namespace ends the wait; the batch may then be empty).
@@ -83,11 +65,7 @@ pub async fn fetch(
                 .collect();
             if encoded.is_empty() {
                 // Nothing can match; answer without asking the backend to wait.
-                return Ok(Batch {
-                    rows: vec![],
-                    last_seq: since.clone(),
-                    caught_up: true,
-                });
+                return Ok(Batch::empty(Position::backend(since.clone())));
             }
             (Method::POST, Some(json!({ "doc_ids": encoded })))
         }
@@ -105,13 +83,7 @@ pub async fn fetch(
         // from the same position, so no change is lost.
         Some(w) => match tokio::time::timeout(w + WAIT_GRACE, call).await {
             Ok(r) => r?.1,
-            Err(_) => {
-                return Ok(Batch {
-                    rows: vec![],
-                    last_seq: since.clone(),
-                    caught_up: true,
-                })
-            }
+            Err(_) => return Ok(Batch::empty(Position::backend(since.clone()))),
         },
     };
     let results = answer
@@ -143,13 +115,13 @@ pub async fn fetch(
             row["doc"] = doc;
         }
         rows.push(Row {
-            seq: r.get("seq").cloned().unwrap_or(Value::Null),
+            pos: Position::backend(r.get("seq").cloned().unwrap_or(Value::Null)),
             row,
         });
     }
     Ok(Batch {
         rows,
-        last_seq,
+        last: Position::backend(last_seq),
         caught_up,
     })
 }

@@ -110,9 +110,27 @@ pub struct Args {
     #[arg(long, env = "COUCHGATE_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
 
+    /// Where `_changes` rows come from: `index` (a per-namespace index fed by one upstream
+    /// follower) or `filter` (each request filters the shared feed) [default: index].
+    #[arg(long, env = "COUCHGATE_CHANGES_SOURCE")]
+    pub changes_source: Option<ChangesSource>,
+
+    /// File the changes index is persisted to (every minute and at shutdown), so a restart
+    /// does not re-read the whole feed [default: not persisted].
+    #[arg(long, env = "COUCHGATE_INDEX_SNAPSHOT")]
+    pub index_snapshot: Option<PathBuf>,
+
     /// Log filter, in tracing-subscriber's EnvFilter syntax [default: info].
     #[arg(long, env = "COUCHGATE_LOG")]
     pub log: Option<String>,
+}
+
+/// Where `_changes` rows come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChangesSource {
+    Index,
+    Filter,
 }
 
 /// Which names of virtual databases users may use.
@@ -184,6 +202,8 @@ pub struct Config {
     pub backend_pool_idle: usize,
     pub shutdown_timeout: Duration,
     pub tls: Option<(PathBuf, PathBuf)>,
+    pub changes_source: ChangesSource,
+    pub index_snapshot: Option<PathBuf>,
     pub log: String,
 }
 
@@ -200,6 +220,7 @@ impl std::fmt::Debug for Config {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_connections", &self.max_connections)
             .field("tls", &self.tls.is_some())
+            .field("changes_source", &self.changes_source)
             .finish_non_exhaustive()
     }
 }
@@ -293,6 +314,8 @@ impl Config {
             backend_pool_idle: a.backend_pool_idle.unwrap_or(64),
             shutdown_timeout: Duration::from_secs(a.shutdown_timeout_secs.unwrap_or(10)),
             tls,
+            changes_source: a.changes_source.unwrap_or(ChangesSource::Index),
+            index_snapshot: a.index_snapshot,
             log: a.log.unwrap_or_else(|| "info".into()),
         })
     }

@@ -12,7 +12,8 @@
 //! - [`handlers`]: one module per CouchDB endpoint family (`changes`, `all_docs`, `bulk_docs`, ...).
 //! - [`namespace`]: pure id encoding (user, virtual db, client id) <-> backing `_id`, and the
 //!   JSON rewriting of responses.
-//! - [`changes_filter`]: where a namespace's `_changes` rows come from today.
+//! - [`changes_index`], [`changes_follower`]: the per-namespace changes index and the one
+//!   upstream feed reader that maintains it; [`changes_filter`]: the filter-the-feed fallback.
 //! - [`vdb`]: the life cycle of virtual databases (their metadata documents and epochs).
 //! - [`seq`]: the opaque sequence tokens couchgate hands to clients.
 //! - [`backend`]: the pooled HTTP client towards CouchDB.
@@ -24,6 +25,8 @@ pub mod auth;
 pub mod backend;
 pub mod body;
 pub mod changes_filter;
+pub mod changes_follower;
+pub mod changes_index;
 pub mod config;
 pub mod cors;
 pub mod devbackend;

@@ -111,6 +111,12 @@ async fn main() -> ExitCode {
             Err(e) => eprintln!("couchgate: cannot make a demo token: {}", e.reason()),
         }
     }
+    let state = std::sync::Arc::clone(&proxy.state);
     server::run(listener, proxy, acceptor, limits, server::shutdown_signal()).await;
+    if let Some(f) = &state.follower {
+        if let Err(e) = f.save_snapshot().await {
+            tracing::warn!(error = %e.reason(), "could not save the changes index snapshot");
+        }
+    }
     ExitCode::SUCCESS
 }

@@ -4,7 +4,8 @@
 use crate::auth::{Authenticator, Identity};
 use crate::backend::Backend;
 use crate::body::{json_response, Body};
-use crate::config::Config;
+use crate::changes_follower::Follower;
+use crate::config::{ChangesSource, Config};
 use crate::cors::Cors;
 use crate::error::{Error, Fault, Result};
 use crate::handlers::{self, Req};
@@ -26,6 +27,17 @@ pub struct State {
     pub seqs: SeqCodec,
     pub auth: Authenticator,
     pub cors: Cors,
+    /// The changes index and its follower, unless `--changes-source filter`.
+    pub follower: Option<Arc<Follower>>,
+}
+
+impl State {
+    /// Records a write acknowledged to the client, for read-your-writes in `_changes`.
+    pub fn note_write(&self, ns: &crate::namespace::Namespace) {
+        if let Some(f) = &self.follower {
+            f.note_write(ns.partition());
+        }
+    }
 }
 
 /// Cheap to clone; one per connection.
@@ -37,16 +49,21 @@ pub struct Proxy {
 const SERVER: &str = concat!("couchgate/", env!("CARGO_PKG_VERSION"));
 
 impl Proxy {
+    /// Builds the proxy; with the changes index configured, starts its follower (so this runs
+    /// inside a tokio runtime).
     pub fn new(config: Config, backend: Backend) -> Result<Proxy> {
         let key = config.jwt_key.clone().ok_or_else(|| {
             Error::bad_request("no token key configured (--jwt-secret or --jwt-public-key)")
         })?;
         let auth = Authenticator::new(&config, &key)?;
+        let follower = (config.changes_source == ChangesSource::Index)
+            .then(|| Follower::start(backend.clone(), config.index_snapshot.clone()));
         Ok(Proxy {
             state: Arc::new(State {
                 seqs: SeqCodec::new(&config.seq_secret()),
                 registry: Arc::new(Registry::new(backend.clone())),
                 cors: Cors::new(&config.cors),
+                follower,
                 auth,
                 backend,
                 config,
@@ -238,6 +255,8 @@ pub(crate) mod tests {
             "http://127.0.0.1:9",
             "--jwt-secret",
             "0123456789abcdef0123456789abcdef",
+            "--changes-source",
+            "filter",
         ])
         .unwrap();
         let config = Config::from_args(args).unwrap();

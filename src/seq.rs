@@ -7,6 +7,10 @@
 //! same secret: any instance, before or after a restart, can open a token issued by another,
 //! and a client can neither read nor forge one.
 //!
+//! A token seals a [`Position`]: the backend sequence from which replaying is safe and, when the
+//! position came from this instance's changes index, the index's identity and ordinal, which let
+//! that index answer in time proportional to the rows returned.
+//!
 //! Backend sequences stay opaque JSON values: they are stored and sent back verbatim, never
 //! parsed, compared or incremented. A `since` that is not a token of ours (another deployment's,
 //! a tampered one, garbage) falls back to the beginning of the feed: replaying is always safe for
@@ -16,8 +20,31 @@ use aes_siv::aead::{Aead, KeyInit};
 use aes_siv::{Aes256SivAead, Nonce};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha512};
+
+/// A point in a namespace's changes feed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Position {
+    /// A backend sequence at or before this point: replaying the backend feed from it covers
+    /// everything after the point.
+    #[serde(rename = "b")]
+    pub backend: Value,
+    /// The changes index this point came from, and its ordinal there.
+    #[serde(rename = "i", default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<(String, u64)>,
+}
+
+impl Position {
+    /// A position known only by its backend sequence.
+    pub fn backend(seq: Value) -> Position {
+        Position {
+            backend: seq,
+            index: None,
+        }
+    }
+}
 
 /// Where a client wants a feed to start.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,8 +53,8 @@ pub enum Since {
     Zero,
     /// From the current end of the feed.
     Now,
-    /// After this backend sequence.
-    Backend(Value),
+    /// After this position.
+    At(Position),
 }
 
 /// Seals and opens sequence tokens.
@@ -53,9 +80,14 @@ impl SeqCodec {
         }
     }
 
-    /// The token for a backend sequence.
+    /// The token for a backend sequence alone.
     pub fn seal(&self, backend_seq: &Value) -> String {
-        let plain = backend_seq.to_string();
+        self.seal_position(&Position::backend(backend_seq.clone()))
+    }
+
+    /// The token for a position.
+    pub fn seal_position(&self, pos: &Position) -> String {
+        let plain = serde_json::to_string(pos).expect("a Position always serialises");
         let sealed = self
             .cipher
             .encrypt(&Nonce::default(), plain.as_bytes())
@@ -63,8 +95,8 @@ impl SeqCodec {
         URL_SAFE_NO_PAD.encode(sealed)
     }
 
-    /// The backend sequence inside a token of ours, if it is one.
-    pub fn open(&self, token: &str) -> Option<Value> {
+    /// The position inside a token of ours, if it is one.
+    pub fn open(&self, token: &str) -> Option<Position> {
         let sealed = URL_SAFE_NO_PAD.decode(token).ok()?;
         let plain = self
             .cipher
@@ -79,7 +111,7 @@ impl SeqCodec {
             Value::Null => Since::Zero,
             Value::String(s) if s == "now" => Since::Now,
             Value::String(s) if s == "0" || s.is_empty() => Since::Zero,
-            Value::String(s) => self.open(s).map_or(Since::Zero, Since::Backend),
+            Value::String(s) => self.open(s).map_or(Since::Zero, Since::At),
             _ => Since::Zero,
         }
     }
@@ -96,7 +128,7 @@ mod tests {
         let b = SeqCodec::new(b"s");
         for seq in [json!(17), json!("12-g1AAAAFTeJzLYWBg4M"), json!([3, "x"])] {
             let t = a.seal(&seq);
-            assert_eq!(b.open(&t), Some(seq.clone()));
+            assert_eq!(b.open(&t), Some(Position::backend(seq.clone())));
             assert_eq!(a.seal(&seq), t, "deterministic");
             assert!(!t.contains("12-g1"), "the backend sequence is not readable");
         }
@@ -117,6 +149,14 @@ mod tests {
         tampered[3] ^= 1;
         let tampered = String::from_utf8(tampered).unwrap();
         assert_eq!(a.since(&json!(tampered)), Since::Zero);
-        assert_eq!(a.since(&json!(a.seal(&json!(5)))), Since::Backend(json!(5)));
+        assert_eq!(
+            a.since(&json!(a.seal(&json!(5)))),
+            Since::At(Position::backend(json!(5)))
+        );
+        let indexed = Position {
+            backend: json!("3-x"),
+            index: Some(("idx".into(), 42)),
+        };
+        assert_eq!(a.open(&a.seal_position(&indexed)), Some(indexed));
     }
 }

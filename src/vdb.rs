@@ -137,7 +137,8 @@ impl Registry {
 
     /// Deletes `user`'s `db`: the namespace disappears at once, its documents leave the
     /// backing database in the background.
-    pub async fn delete(self: &Arc<Self>, user: &str, db: &str) -> Result<()> {
+    /// Returns the namespace that was removed.
+    pub async fn delete(self: &Arc<Self>, user: &str, db: &str) -> Result<Namespace> {
         let meta = self
             .read_meta(user, db)
             .await?
@@ -153,8 +154,9 @@ impl Registry {
         self.cache.remove(&(user.to_owned(), db.to_owned()));
         let old = Namespace::new(user, db, epoch);
         let this = Arc::clone(self);
+        let removed = old.clone();
         tokio::spawn(async move {
-            match this.remove_namespace(&old).await {
+            match this.remove_namespace(&removed).await {
                 Ok(n) => tracing::info!(
                     removed = n,
                     "removed a deleted virtual database's documents"
@@ -164,7 +166,7 @@ impl Registry {
                 }
             }
         });
-        Ok(())
+        Ok(old)
     }
 
     fn local_list_url(&self, ns: &Namespace) -> String {

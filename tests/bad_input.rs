@@ -1366,7 +1366,12 @@ use fake::{Fake, Fault};
 async fn backend_faults_become_gateway_errors_and_the_gate_recovers() {
     let backend = Backend::start();
     let fake = Fake::start(&backend.url);
-    let mut gate = FakeGate::start(&fake.url(), &["--backend-timeout-secs", "1"]);
+    // The filter source: the index's follower would read the feed through the fake too and
+    // could take an armed fault meant for a client request.
+    let mut gate = FakeGate::start(
+        &fake.url(),
+        &["--backend-timeout-secs", "1", "--changes-source", "filter"],
+    );
     let alice = gate.client("alice");
     alice.create_db("notes").await;
     let rev = ok(alice.put("/notes/faulty", json!({"v": 1})).await, "doc")["rev"]
@@ -1461,7 +1466,10 @@ async fn backend_faults_become_gateway_errors_and_the_gate_recovers() {
 async fn backend_down_is_service_unavailable_and_recovers() {
     let backend = Backend::start();
     let mut fake = Fake::start(&backend.url);
-    let mut gate = FakeGate::start(&fake.url(), &["--backend-timeout-secs", "5"]);
+    let mut gate = FakeGate::start(
+        &fake.url(),
+        &["--backend-timeout-secs", "5", "--changes-source", "filter"],
+    );
     let alice = gate.client("alice");
     alice.create_db("notes").await;
     ok(alice.put("/notes/doc", json!({"v": 1})).await, "doc");

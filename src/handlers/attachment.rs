@@ -106,5 +106,6 @@ pub async fn handle(
         let value = parse_json(&bytes).unwrap_or_else(|_| serde_json::json!({}));
         return Err(backend_error(status, &value));
     }
+    st.note_write(ns);
     super::doc::write_result(ns, status, &headers, parse_json(&bytes)?)
 }

@@ -45,6 +45,7 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
             ));
         };
         backend_rows = rows.into_iter();
+        st.note_write(ns);
     }
     if new_edits {
         // One result per document, in request order.

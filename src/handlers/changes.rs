@@ -1,21 +1,23 @@
 //! `GET|POST /{db}/_changes`: the namespace's changes feed, in every feed style.
 //!
-//! The handler is split in three: [`parse`] turns the request into [`Opts`] (pure), a *source*
-//! yields batches of the namespace's changes after a backend sequence ([`crate::changes_filter`]
-//! today: the shared database's feed, filtered), and the *driver* here frames them as a normal,
-//! longpoll, continuous or eventsource feed with heartbeats, limits and timeouts. A different
-//! source (a per-user index) only has to produce the same [`Batch`]es.
+//! The handler is split in three: [`parse`] turns the request into [`Opts`] (pure), a [`Source`]
+//! yields batches of the namespace's changes after a position (the per-namespace
+//! [`crate::changes_index`] when it can answer, else [`crate::changes_filter`], the shared
+//! database's feed filtered), and the *driver* here frames them as a normal, longpoll,
+//! continuous or eventsource feed with heartbeats, limits and timeouts.
 //!
-//! Invariants: every `seq`/`last_seq` a client sees is a sealed backend sequence
-//! ([`crate::seq`]); `last_seq` is the backend position after the last row sent, so it never
-//! goes backwards and resuming from it never skips a change; longpoll really waits.
+//! Invariants: every `seq`/`last_seq` a client sees is a sealed [`Position`] ([`crate::seq`]);
+//! `last_seq` is the source's position after the last row sent, so it never goes backwards and
+//! resuming from it never skips a change; longpoll really waits.
 
 use super::{bool_of, Query, Req};
 use crate::body::{self, Body, ChunkSender};
-use crate::changes_filter::{self, Batch};
+use crate::changes_filter;
+use crate::changes_follower::Follower;
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
 use crate::proxy::State;
+use crate::seq::Position;
 use crate::seq::Since;
 use http::{header, HeaderValue, Method, Response};
 use serde_json::{json, Map, Value};
@@ -51,6 +53,217 @@ pub struct Opts {
     pub heartbeat: Option<Duration>,
     /// How long a live feed waits without a change; `None` when a heartbeat keeps it open.
     pub timeout: Option<Duration>,
+}
+
+/// One change of the namespace, ready for the client but for its sealed `seq`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// Where the change is; sealed into the row's `seq`.
+    pub pos: Position,
+    /// `{"id", "changes", "deleted"?, "doc"?}` with client ids.
+    pub row: Value,
+}
+
+/// Changes after some position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub rows: Vec<Row>,
+    /// The position up to which this batch covers the feed.
+    pub last: Position,
+    /// `true` when the source had nothing more at the time.
+    pub caught_up: bool,
+}
+
+impl Batch {
+    pub fn empty(at: Position) -> Batch {
+        Batch {
+            rows: vec![],
+            last: at,
+            caught_up: true,
+        }
+    }
+}
+
+/// Where a feed's changes come from.
+pub enum Source {
+    /// The shared database's feed, filtered (cost grows with every user's changes).
+    Filter,
+    /// This instance's changes index (cost grows with the rows returned).
+    Index(Arc<Follower>),
+}
+
+/// Rows read from the index per batch.
+const INDEX_BATCH: usize = 1000;
+/// How long a `_changes` request waits for the index to catch up with its own writes.
+const SYNC_WAIT: Duration = Duration::from_secs(10);
+
+/// The index when it can answer for this `since` (ready, caught up with this instance's writes
+/// to the namespace, and `since` is its own or a start), otherwise the filtered feed.
+async fn choose_source(st: &State, ns: &Namespace, opts: &Opts) -> (Source, Position) {
+    if let Some(f) = &st.follower {
+        if f.wait_synced(ns.partition(), SYNC_WAIT).await {
+            let ix = &f.index;
+            let since = match &opts.since {
+                Since::Zero => Some(Position {
+                    backend: json!(0),
+                    index: Some((ix.id().to_owned(), 0)),
+                }),
+                Since::Now => Some(ix.position()),
+                Since::At(p) => ix.ordinal_of(p).map(|_| p.clone()),
+            };
+            if let Some(since) = since {
+                return (Source::Index(Arc::clone(f)), since);
+            }
+        }
+    }
+    let since = match &opts.since {
+        Since::Zero => json!(0),
+        Since::Now => json!("now"),
+        Since::At(p) => p.backend.clone(),
+    };
+    (Source::Filter, Position::backend(since))
+}
+
+impl Source {
+    /// Changes after `since`; with `wait`, waits that long when there are none yet.
+    pub async fn fetch(
+        &self,
+        st: &State,
+        ns: &Namespace,
+        opts: &Opts,
+        since: &Position,
+        wait: Option<Duration>,
+    ) -> Result<Batch> {
+        match self {
+            Source::Filter => changes_filter::fetch(st, ns, opts, &since.backend, wait).await,
+            Source::Index(f) => index_fetch(st, f, ns, opts, since, wait).await,
+        }
+    }
+}
+
+async fn index_fetch(
+    st: &State,
+    f: &Follower,
+    ns: &Namespace,
+    opts: &Opts,
+    since: &Position,
+    wait: Option<Duration>,
+) -> Result<Batch> {
+    let ix = &f.index;
+    let after = ix.ordinal_of(since).unwrap_or(0);
+    let query = || {
+        ix.query(
+            ns.partition(),
+            after,
+            INDEX_BATCH,
+            opts.descending,
+            opts.doc_ids.as_deref(),
+        )
+    };
+    // Register for wake-ups before looking, so a write in between is not missed.
+    let notify = ix.notifier(ns.partition());
+    let notified = notify.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    let mut q = query();
+    if q.rows.is_empty() {
+        if let Some(w) = wait {
+            let _ = tokio::time::timeout(w, notified).await;
+            q = query();
+        }
+    }
+    let caught_up = opts.descending || q.rows.len() < INDEX_BATCH;
+    let last = match q.rows.last() {
+        Some(r) if !caught_up => r.pos.clone(),
+        _ => q.last,
+    };
+    let mut rows: Vec<Row> = q
+        .rows
+        .into_iter()
+        .map(|c| {
+            let changes: Vec<Value> = if opts.all_docs_style {
+                c.entry.revs.iter().map(|r| json!({ "rev": r })).collect()
+            } else {
+                c.entry
+                    .revs
+                    .first()
+                    .map(|r| json!({ "rev": r }))
+                    .into_iter()
+                    .collect()
+            };
+            let mut row = json!({"id": c.id, "changes": changes});
+            if c.entry.deleted {
+                row["deleted"] = Value::Bool(true);
+            }
+            Row { pos: c.pos, row }
+        })
+        .collect();
+    if !rows.is_empty() && (opts.include_docs || !opts.all_docs_style) {
+        enrich(st, ns, opts, &mut rows).await?;
+    }
+    Ok(Batch {
+        rows,
+        last,
+        caught_up,
+    })
+}
+
+/// Adds what the index does not keep, in one batched backend read: documents for
+/// `include_docs`, and the winning revision for `style=main_only`.
+async fn enrich(st: &State, ns: &Namespace, opts: &Opts, rows: &mut [Row]) -> Result<()> {
+    let keys: Vec<String> = rows
+        .iter()
+        .filter_map(|r| {
+            r.row["id"]
+                .as_str()
+                .and_then(|id| ns.encode_doc_id(id).ok())
+        })
+        .collect();
+    let mut q = vec![];
+    for (name, on) in [
+        ("include_docs", opts.include_docs),
+        ("conflicts", opts.conflicts),
+        ("attachments", opts.attachments),
+        ("att_encoding_info", opts.att_encoding_info),
+    ] {
+        if on {
+            q.push((name, "true".to_owned()));
+        }
+    }
+    let url = st
+        .backend
+        .db_url(&format!("/_all_docs{}", crate::backend::query_string(q)));
+    let (_, answer) = st
+        .backend
+        .json(Method::POST, &url, Some(&json!({ "keys": keys })))
+        .await?;
+    let found: std::collections::HashMap<String, Value> = answer["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| Some((ns.decode_id(r.get("id")?.as_str()?)?, r.clone())))
+        .collect();
+    for r in rows {
+        let id = r.row["id"].as_str().unwrap_or("").to_owned();
+        let Some(current) = found.get(&id) else {
+            continue;
+        };
+        let rev = current["value"]["rev"].clone();
+        let deleted = current["value"]["deleted"] == json!(true);
+        if !opts.all_docs_style && rev.is_string() {
+            r.row["changes"] = json!([{ "rev": rev }]);
+        }
+        if opts.include_docs {
+            let mut doc = if deleted || current["doc"].is_null() {
+                json!({"_id": current["id"], "_rev": rev, "_deleted": true})
+            } else {
+                current["doc"].clone()
+            };
+            crate::handlers::doc::strip_doc(st, ns, &mut doc)?;
+            r.row["doc"] = doc;
+        }
+    }
+    Ok(())
 }
 
 fn millis(q: &Query, key: &str) -> Result<Option<Duration>> {
@@ -168,15 +381,11 @@ pub async fn handle(st: &Arc<State>, ns: &Namespace, req: Req) -> Result<Respons
         )?;
     }
     let opts = parse(st, &query, body.as_ref())?;
-    let mut since = match &opts.since {
-        Since::Zero => json!(0),
-        Since::Now => json!("now"),
-        Since::Backend(v) => v.clone(),
-    };
+    let (source, mut since) = choose_source(st, ns, &opts).await;
     // The first batch is read before answering, so a failing backend gets a proper status.
-    let first = changes_filter::fetch(st, ns, &opts, &since, None).await?;
+    let first = source.fetch(st, ns, &opts, &since, None).await?;
     if opts.since == Since::Now {
-        since = first.last_seq.clone();
+        since = first.last.clone();
     }
     let (tx, body) = body::channel(8);
     let content_type = if opts.feed == Feed::EventSource {
@@ -191,6 +400,7 @@ pub async fn handle(st: &Arc<State>, ns: &Namespace, req: Req) -> Result<Respons
             st: &st,
             ns: &ns,
             opts: &opts,
+            source,
             tx,
             sent: 0,
             since,
@@ -210,11 +420,12 @@ struct Driver<'a> {
     st: &'a State,
     ns: &'a Namespace,
     opts: &'a Opts,
+    source: Source,
     tx: ChunkSender,
     /// Rows sent so far.
     sent: u64,
-    /// Backend sequence after the last row sent or skipped.
-    since: Value,
+    /// Position after the last row sent or skipped.
+    since: Position,
 }
 
 /// Why the driver stopped early.
@@ -238,7 +449,7 @@ impl Driver<'_> {
         if matches!(outcome, Some(Stop::Gone)) {
             return Ok(());
         }
-        let last_seq = json!(self.st.seqs.seal(&self.since));
+        let last_seq = json!(self.st.seqs.seal_position(&self.since));
         let tail = match self.opts.feed {
             Feed::Normal | Feed::Longpoll => format!("\n],\n\"last_seq\":{last_seq}}}\n"),
             Feed::Continuous => format!("{{\"last_seq\":{last_seq}}}\n"),
@@ -262,7 +473,10 @@ impl Driver<'_> {
             if caught_up || self.opts.descending {
                 break;
             }
-            batch = changes_filter::fetch(self.st, self.ns, self.opts, &self.since, None).await?;
+            batch = self
+                .source
+                .fetch(self.st, self.ns, self.opts, &self.since, None)
+                .await?;
         }
         if self.opts.feed == Feed::Normal || (self.opts.feed == Feed::Longpoll && self.sent > 0) {
             return Ok(None);
@@ -286,15 +500,19 @@ impl Driver<'_> {
                 None => DEFAULT_TIMEOUT,
             };
             let since = self.since.clone();
-            let fetch = changes_filter::fetch(self.st, self.ns, self.opts, &since, Some(wait));
-            tokio::pin!(fetch);
-            let batch = loop {
-                tokio::select! {
-                    b = &mut fetch => break b?,
-                    _ = tick(&mut heartbeat) => {
-                        let beat = if self.opts.feed == Feed::EventSource { "event: heartbeat\ndata: \n\n" } else { "\n" };
-                        if !self.tx.send(beat).await {
-                            return Ok(Some(Stop::Gone));
+            let batch = {
+                let fetch = self
+                    .source
+                    .fetch(self.st, self.ns, self.opts, &since, Some(wait));
+                tokio::pin!(fetch);
+                loop {
+                    tokio::select! {
+                        b = &mut fetch => break b?,
+                        _ = tick(&mut heartbeat) => {
+                            let beat = if self.opts.feed == Feed::EventSource { "event: heartbeat\ndata: \n\n" } else { "\n" };
+                            if !self.tx.send(beat).await {
+                                return Ok(Some(Stop::Gone));
+                            }
                         }
                     }
                 }
@@ -317,10 +535,10 @@ impl Driver<'_> {
     async fn send_batch(&mut self, batch: Batch) -> Option<Stop> {
         let mut chunk = String::new();
         for row in batch.rows {
-            let seq = self.st.seqs.seal(&row.seq);
+            let seq = self.st.seqs.seal_position(&row.pos);
             let mut value = row.row;
             value["seq"] = Value::String(seq.clone());
-            self.since = row.seq;
+            self.since = row.pos;
             match self.opts.feed {
                 Feed::Normal | Feed::Longpoll => {
                     if self.sent > 0 {
@@ -349,7 +567,7 @@ impl Driver<'_> {
             return Some(Stop::Gone);
         }
         // Rows of other namespaces were skipped up to here: resuming after it loses nothing.
-        self.since = batch.last_seq;
+        self.since = batch.last;
         None
     }
 }

@@ -10,6 +10,7 @@ use crate::proxy::{not_allowed, State};
 use http::{Method, Response, StatusCode};
 use rand::RngCore;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 /// Ids counted per backend request when a namespace's documents are counted.
 const COUNT_PAGE: usize = 10_000;
@@ -31,7 +32,10 @@ pub async fn handle(st: &State, who: &Identity, db: &str, req: Req) -> Result<Re
                      DELETE a document instead?",
                 ));
             }
-            st.registry.delete(&who.user, db).await?;
+            let old = st.registry.delete(&who.user, db).await?;
+            if let Some(f) = &st.follower {
+                f.index.forget(old.partition());
+            }
             Ok(json_response(StatusCode::OK, &json!({"ok": true})))
         }
         Method::POST => {
@@ -50,19 +54,35 @@ pub async fn handle(st: &State, who: &Identity, db: &str, req: Req) -> Result<Re
 
 /// `GET /{db}`: figures of this namespace only, never of the shared database.
 async fn info(st: &State, ns: &Namespace, db: &str) -> Result<Response<Body>> {
-    let (_, shared) = st
-        .backend
-        .json(Method::GET, &st.backend.db_url(""), None)
-        .await?;
-    let update_seq = st.seqs.seal(&shared["update_seq"]);
-    let doc_count = count_docs(st, ns).await?;
+    let indexed = match &st.follower {
+        Some(f) if f.wait_synced(ns.partition(), Duration::from_secs(10)).await => {
+            let (live, deleted) = f.index.counts(ns.partition());
+            Some((live, deleted, st.seqs.seal_position(&f.index.position())))
+        }
+        _ => None,
+    };
+    let (doc_count, doc_del_count, update_seq) = match indexed {
+        Some(figures) => figures,
+        None => {
+            let (_, shared) = st
+                .backend
+                .json(Method::GET, &st.backend.db_url(""), None)
+                .await?;
+            // Without the index, deleted documents are not counted.
+            (
+                count_docs(st, ns).await?,
+                0,
+                st.seqs.seal(&shared["update_seq"]),
+            )
+        }
+    };
     Ok(json_response(
         StatusCode::OK,
         &json!({
             "db_name": db,
             "update_seq": update_seq,
             "doc_count": doc_count,
-            "doc_del_count": 0,
+            "doc_del_count": doc_del_count,
             "purge_seq": 0,
             "compact_running": false,
             "sizes": {"active": 0, "external": 0, "file": 0},

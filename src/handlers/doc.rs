@@ -250,6 +250,7 @@ async fn write(
     if !status.is_success() {
         return Err(backend_error(status, &value));
     }
+    st.note_write(ns);
     write_result(ns, status, &headers, value)
 }
 

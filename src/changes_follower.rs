@@ -1,0 +1,234 @@
+//! The one upstream follower of an instance: reads the shared database's `_changes` feed into
+//! the [`ChangesIndex`], resumes where it stopped (after a backend restart, with backoff; after
+//! a couchgate restart, from the snapshot), and gives writers read-your-writes.
+//!
+//! The feed is read in bounded pages (`limit`), then followed with `feed=longpoll`: one upstream
+//! connection, identical behaviour on CouchDB and PouchDB Server, and a natural place to stop
+//! and catch up on demand. Read-your-writes: every write acknowledged through this instance
+//! marks its namespace with a write number ([`Follower::note_write`]); before answering that
+//! namespace's `_changes`, [`Follower::wait_synced`] makes the follower finish a catch-up pass
+//! that started after the write, so the write is in the index.
+
+use crate::backend::{query_string, Backend};
+use crate::changes_index::{ChangesIndex, Snapshot};
+use crate::error::{Error, Result};
+use dashmap::DashMap;
+use http::Method;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+
+/// Backend rows read per request.
+const PAGE: usize = 1000;
+/// How long one upstream longpoll waits.
+const LONGPOLL: Duration = Duration::from_secs(55);
+/// How often the snapshot is written when the index changed.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+pub struct Follower {
+    pub index: Arc<ChangesIndex>,
+    backend: Backend,
+    kick: Notify,
+    writes: AtomicU64,
+    last_write: DashMap<String, u64>,
+    synced: watch::Sender<u64>,
+    snapshot_path: Option<PathBuf>,
+}
+
+impl Follower {
+    /// Loads the snapshot at `snapshot_path` if there is a usable one, and starts following.
+    pub fn start(backend: Backend, snapshot_path: Option<PathBuf>) -> Arc<Follower> {
+        let index = snapshot_path
+            .as_ref()
+            .and_then(|p| load_snapshot(p))
+            .unwrap_or_default();
+        let (synced, _) = watch::channel(0);
+        let f = Arc::new(Follower {
+            index: Arc::new(index),
+            backend,
+            kick: Notify::new(),
+            writes: AtomicU64::new(0),
+            last_write: DashMap::new(),
+            synced,
+            snapshot_path,
+        });
+        tokio::spawn(Arc::clone(&f).follow());
+        if f.snapshot_path.is_some() {
+            tokio::spawn(Arc::clone(&f).snapshots());
+        }
+        f
+    }
+
+    /// Marks an acknowledged write to a namespace.
+    pub fn note_write(&self, partition: &str) {
+        let n = self.writes.fetch_add(1, Ordering::AcqRel) + 1;
+        self.last_write.insert(partition.to_owned(), n);
+    }
+
+    /// Waits until every write acknowledged through this instance to `partition` is indexed;
+    /// `false` when the index is not ready or that takes longer than `timeout`.
+    pub async fn wait_synced(&self, partition: &str, timeout: Duration) -> bool {
+        if !self.index.is_ready() {
+            return false;
+        }
+        let Some(need) = self.last_write.get(partition).map(|v| *v) else {
+            return true;
+        };
+        let mut rx = self.synced.subscribe();
+        if *rx.borrow() >= need {
+            return true;
+        }
+        self.kick.notify_one();
+        tokio::time::timeout(timeout, async {
+            while *rx.borrow_and_update() < need {
+                if rx.changed().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    async fn fetch(&self, since: &Value, longpoll: bool) -> Result<(Vec<Value>, Value)> {
+        let since_text = match since {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let mut q = vec![
+            ("since", since_text),
+            ("style", "all_docs".to_owned()),
+            ("limit", PAGE.to_string()),
+        ];
+        if longpoll {
+            q.push(("feed", "longpoll".into()));
+            q.push(("timeout", LONGPOLL.as_millis().to_string()));
+        }
+        let url = self
+            .backend
+            .db_url(&format!("/_changes{}", query_string(q)));
+        let timeout = self.backend.timeout() + if longpoll { LONGPOLL } else { Duration::ZERO };
+        let (_, answer) = self
+            .backend
+            .json_with_timeout(Method::GET, &url, None, timeout)
+            .await?;
+        let rows = answer
+            .get("results")
+            .and_then(Value::as_array)
+            .cloned()
+            .ok_or_else(|| Error::BadGateway("_changes answer without results".into()))?;
+        let last = answer
+            .get("last_seq")
+            .cloned()
+            .filter(|v| !v.is_null())
+            .unwrap_or_else(|| since.clone());
+        Ok((rows, last))
+    }
+
+    /// Reads pages until the backend has nothing more.
+    async fn catch_up(&self) -> Result<()> {
+        loop {
+            let since = self.index.backend_seq();
+            let (rows, last) = self.fetch(&since, false).await?;
+            self.index.apply_page(&since, &rows, &last);
+            if rows.len() < PAGE {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn follow(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(100);
+        let started = std::time::Instant::now();
+        loop {
+            let target = self.writes.load(Ordering::Acquire);
+            if let Err(e) = self.catch_up().await {
+                tracing::warn!(error = %e, retry_in = ?backoff, "changes follower: backend read failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+            backoff = Duration::from_millis(100);
+            if !self.index.is_ready() {
+                let (namespaces, docs) = self.index.size();
+                tracing::info!(namespaces, docs, elapsed = ?started.elapsed(), "changes index ready");
+                self.index.set_ready();
+            }
+            self.synced.send_replace(target);
+            // Wait for news, or for a writer who wants the index caught up now. Not every
+            // backend ends a longpoll at its timeout, so the wait is bounded here as well.
+            let since = self.index.backend_seq();
+            tokio::select! {
+                r = tokio::time::timeout(LONGPOLL + Duration::from_secs(1), self.fetch(&since, true)) => {
+                    match r {
+                        Ok(Ok((rows, last))) => { self.index.apply_page(&since, &rows, &last); }
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "changes follower: longpoll failed");
+                            tokio::time::sleep(backoff).await;
+                        }
+                        Err(_) => {}
+                    }
+                }
+                _ = self.kick.notified() => {}
+            }
+        }
+    }
+
+    /// Writes the snapshot now; called periodically and at shutdown.
+    pub async fn save_snapshot(&self) -> Result<()> {
+        let Some(path) = self.snapshot_path.clone() else {
+            return Ok(());
+        };
+        let index = Arc::clone(&self.index);
+        tokio::task::spawn_blocking(move || write_snapshot(&path, &index.snapshot()))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+    }
+
+    async fn snapshots(self: Arc<Self>) {
+        let mut saved = None;
+        loop {
+            tokio::time::sleep(SNAPSHOT_EVERY).await;
+            let now = self.index.position();
+            if !self.index.is_ready() || saved.as_ref() == Some(&now) {
+                continue;
+            }
+            match self.save_snapshot().await {
+                Ok(()) => saved = Some(now),
+                Err(e) => tracing::warn!(error = %e, "writing the changes index snapshot failed"),
+            }
+        }
+    }
+}
+
+fn write_snapshot(path: &std::path::Path, snap: &Snapshot) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let io = |e: std::io::Error| Error::Internal(format!("{}: {e}", tmp.display()));
+    let file = std::fs::File::create(&tmp).map_err(io)?;
+    let mut w = std::io::BufWriter::new(file);
+    serde_json::to_writer(&mut w, snap).map_err(|e| Error::Internal(e.to_string()))?;
+    let file = w.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(())
+}
+
+fn load_snapshot(path: &std::path::Path) -> Option<ChangesIndex> {
+    let file = std::fs::File::open(path).ok()?;
+    let snap: Snapshot = match serde_json::from_reader(std::io::BufReader::new(file)) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, path = %path.display(), "ignoring an unreadable changes index snapshot");
+            return None;
+        }
+    };
+    let index = ChangesIndex::restore(snap)?;
+    let (namespaces, docs) = index.size();
+    tracing::info!(namespaces, docs, "changes index restored from its snapshot");
+    Some(index)
+}
