@@ -23,7 +23,7 @@ const COMMON = {
   reps: { def: 3, help: 'repetitions of every measurement; figures are medians over them' },
   'backend-heap-mb': { def: 12288, help: 'heap limit of the PouchDB Server process (ignored with COUCHDB_URL)' },
   'gate-args': { def: '', help: 'extra couchgate flags for every couchgate started, space-separated' },
-  'gate-log': { def: 'warn', help: 'couchgate log filter (COUCHGATE_LOG); warn keeps per-request logging out of the figures' },
+  'gate-log': { def: 'info', help: 'couchgate log filter (COUCHGATE_LOG), as in production' },
   out: { def: '', help: 'result file (default bench/results/<name>-<date>.md; "-" for none)' },
   keep: { def: false, help: 'keep the temp directory (logs) after the run' },
 };

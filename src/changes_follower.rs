@@ -42,9 +42,10 @@ pub struct Follower {
 impl Follower {
     /// Loads the snapshot at `snapshot_path` if there is a usable one, and starts following.
     pub fn start(backend: Backend, snapshot_path: Option<PathBuf>) -> Arc<Follower> {
+        let source = backend.db_url("");
         let index = snapshot_path
             .as_ref()
-            .and_then(|p| load_snapshot(p))
+            .and_then(|p| load_snapshot(p, &source))
             .unwrap_or_default();
         let (synced, _) = watch::channel(0);
         let f = Arc::new(Follower {
@@ -185,7 +186,12 @@ impl Follower {
             return Ok(());
         };
         let index = Arc::clone(&self.index);
-        tokio::task::spawn_blocking(move || write_snapshot(&path, &index.snapshot()))
+        let source = self.backend.db_url("");
+        tokio::task::spawn_blocking(move || {
+            let mut snap = index.snapshot();
+            snap.source = source;
+            write_snapshot(&path, &snap)
+        })
             .await
             .map_err(|e| Error::Internal(e.to_string()))?
     }
@@ -218,7 +224,7 @@ fn write_snapshot(path: &std::path::Path, snap: &Snapshot) -> Result<()> {
     Ok(())
 }
 
-fn load_snapshot(path: &std::path::Path) -> Option<ChangesIndex> {
+fn load_snapshot(path: &std::path::Path, source: &str) -> Option<ChangesIndex> {
     let file = std::fs::File::open(path).ok()?;
     let snap: Snapshot = match serde_json::from_reader(std::io::BufReader::new(file)) {
         Ok(s) => s,
@@ -227,6 +233,10 @@ fn load_snapshot(path: &std::path::Path) -> Option<ChangesIndex> {
             return None;
         }
     };
+    if snap.source != source {
+        tracing::warn!(path = %path.display(), "ignoring a changes index snapshot of another database");
+        return None;
+    }
     let index = ChangesIndex::restore(snap)?;
     let (namespaces, docs) = index.size();
     tracing::info!(namespaces, docs, "changes index restored from its snapshot");

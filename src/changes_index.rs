@@ -328,6 +328,7 @@ impl ChangesIndex {
             .collect();
         Snapshot {
             version: SNAPSHOT_VERSION,
+            source: String::new(),
             id: self.id.clone(),
             ord: p.ord,
             backend: p.backend.clone(),
@@ -379,6 +380,9 @@ const SNAPSHOT_VERSION: u32 = 1;
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Snapshot {
     version: u32,
+    /// The backing database the index was built from (URL without credentials).
+    #[serde(default)]
+    pub source: String,
     id: String,
     ord: u64,
     backend: Value,

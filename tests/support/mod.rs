@@ -112,22 +112,28 @@ impl Backend {
         Backend::pouchdb_server(free_port())
     }
 
-    /// A PouchDB Server on `port`.
+    /// An in-memory PouchDB Server on `port`.
     pub fn pouchdb_server(port: u16) -> Backend {
-        ensure_node_modules();
         let dir = tempfile::tempdir().unwrap();
+        let mut b = Backend::pouchdb_server_in(port, dir.path(), true);
+        b._dir = Some(dir);
+        b
+    }
+
+    /// A PouchDB Server on `port` keeping its files in `dir` (kept across restarts unless
+    /// `in_memory`).
+    pub fn pouchdb_server_in(port: u16, dir: &std::path::Path, in_memory: bool) -> Backend {
+        ensure_node_modules();
         let bin = node_project().join("node_modules/pouchdb-server/bin/pouchdb-server");
-        let child = Command::new("node")
-            .arg(bin)
-            .args([
-                "--in-memory",
-                "--no-stdout-logs",
-                "--host",
-                "127.0.0.1",
-                "--port",
-            ])
+        let mut cmd = Command::new("node");
+        cmd.arg(bin);
+        if in_memory {
+            cmd.arg("--in-memory");
+        }
+        let child = cmd
+            .args(["--no-stdout-logs", "--host", "127.0.0.1", "--port"])
             .arg(port.to_string())
-            .current_dir(dir.path())
+            .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -136,7 +142,7 @@ impl Backend {
         Backend {
             url: format!("http://127.0.0.1:{port}"),
             child: Some(child),
-            _dir: Some(dir),
+            _dir: None,
         }
     }
 
@@ -222,6 +228,15 @@ impl Gate {
             child,
             stderr: Some(stderr),
         }
+    }
+
+    /// Stops couchgate with SIGTERM (a graceful shutdown) and returns what it logged.
+    pub fn terminate(mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        self.stderr.take().unwrap().join().unwrap_or_default()
     }
 
     /// Stops couchgate and returns what it logged.

@@ -1,0 +1,302 @@
+//! The per-namespace changes index, end to end: read-your-writes, restarts of couchgate (with
+//! its snapshot) and of the backend, foreign and garbage `since` values, and two couchgate
+//! instances over one backend with a client alternating between them.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+use support::{free_port, unique_db, Backend, Client, Gate};
+
+fn ids(v: &Value) -> Vec<String> {
+    v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn last_seq(v: &Value) -> String {
+    v["last_seq"].as_str().unwrap().to_owned()
+}
+
+/// Polls `_changes?since=` until `want` ids have all been seen, or fails at the deadline.
+async fn changes_until(c: &Client, since: &str, want: &[&str]) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = c.get(&format!("/notes/_changes?since={since}")).await.ok();
+        let got: HashSet<String> = ids(&v).into_iter().collect();
+        if want.iter().all(|w| got.contains(*w)) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still missing some of {want:?}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_write_is_in_its_writers_changes_at_once() {
+    let backend = Backend::start();
+    let gate = Gate::start(&backend, &[]);
+    let alice = gate.client("alice");
+    alice.create_db("notes").await;
+    let mut since = last_seq(&alice.get("/notes/_changes").await.ok());
+    for i in 0..40 {
+        let id = format!("d{i}");
+        if i % 2 == 0 {
+            alice
+                .put(&format!("/notes/{id}"), json!({"i": i}))
+                .await
+                .ok();
+        } else {
+            alice
+                .post("/notes/_bulk_docs", json!({"docs": [{"_id": id, "i": i}]}))
+                .await
+                .ok();
+        }
+        let v = alice
+            .get(&format!("/notes/_changes?since={since}"))
+            .await
+            .ok();
+        assert_eq!(ids(&v), std::slice::from_ref(&id), "read-your-writes, round {i}");
+        since = last_seq(&v);
+    }
+    let info = alice.get("/notes").await.ok();
+    assert_eq!(info["doc_count"], 40);
+    let rev = alice.get("/notes/d0").await.ok()["_rev"].clone();
+    alice
+        .delete(&format!("/notes/d0?rev={}", rev.as_str().unwrap()))
+        .await
+        .ok();
+    let info = alice.get("/notes").await.ok();
+    assert_eq!(
+        (info["doc_count"].clone(), info["doc_del_count"].clone()),
+        (json!(39), json!(1))
+    );
+    // main_only and include_docs come from one batched read of the current documents.
+    let v = alice
+        .get("/notes/_changes?include_docs=true&doc_ids=[\"d0\",\"d1\"]&filter=_doc_ids")
+        .await
+        .ok();
+    let rows = v["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["id"], "d1");
+    assert_eq!(rows[0]["doc"]["i"], 1);
+    assert_eq!(rows[1]["deleted"], true);
+    assert_eq!(rows[1]["doc"]["_deleted"], true);
+    assert_eq!(rows[1]["doc"]["_id"], "d0");
+}
+
+#[tokio::test]
+async fn sequences_survive_a_restart_with_the_snapshot() {
+    let backend = Backend::start();
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("index.json");
+    let snapshot = snapshot.to_str().unwrap();
+    let db = unique_db();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let gate = Gate::start_on(&backend, &db, &listen, &["--index-snapshot", snapshot]);
+    let alice = gate.client("alice");
+    alice.create_db("notes").await;
+    for i in 0..5 {
+        alice.put(&format!("/notes/a{i}"), json!({})).await.ok();
+    }
+    let before = alice.get("/notes/_changes").await.ok();
+    assert_eq!(ids(&before).len(), 5);
+    let since = last_seq(&before);
+    gate.terminate();
+    assert!(std::path::Path::new(snapshot).exists(), "saved at shutdown");
+
+    let gate = Gate::start_on(
+        &backend,
+        &db,
+        &listen,
+        &["--index-snapshot", snapshot, "--log", "couchgate=info"],
+    );
+    let alice = gate.client("alice");
+    alice.put("/notes/after", json!({})).await.ok();
+    let v = alice
+        .get(&format!("/notes/_changes?since={since}"))
+        .await
+        .ok();
+    assert_eq!(ids(&v), ["after"], "nothing replayed, nothing missed");
+    let log = gate.terminate();
+    assert!(log.contains("restored from its snapshot"), "{log}");
+}
+
+#[tokio::test]
+async fn the_follower_survives_a_backend_restart() {
+    if std::env::var("COUCHDB_URL").is_ok() {
+        // The backend is not ours to restart; the other tests cover the rest.
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut backend = Backend::pouchdb_server_in(port, dir.path(), false);
+    let gate = Gate::start(&backend, &["--backend-timeout-secs", "5"]);
+    let alice = gate.client("alice");
+    alice.create_db("notes").await;
+    alice.put("/notes/before", json!({})).await.ok();
+    let since = last_seq(&alice.get("/notes/_changes").await.ok());
+    backend.stop();
+    let down = alice.put("/notes/during", json!({})).await;
+    assert_eq!(down.status, 503, "{}", down.body);
+    let _backend = Backend::pouchdb_server_in(port, dir.path(), false);
+    // A write straight into the backing database, as another instance would make it.
+    let partition = {
+        let all = gate.backing().get("/_all_docs").await.ok();
+        let id = all["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .find(|id| id.ends_with(":before"))
+            .unwrap();
+        id.trim_end_matches("before").to_owned()
+    };
+    gate.backing()
+        .put(&format!("/{partition}elsewhere"), json!({}))
+        .await
+        .ok();
+    alice.put("/notes/after", json!({})).await.ok();
+    let v = changes_until(&alice, &since, &["elsewhere", "after"]).await;
+    assert!(
+        !ids(&v).contains(&"during".to_owned()),
+        "the refused write never happened"
+    );
+}
+
+#[tokio::test]
+async fn garbage_and_foreign_since_replay_from_the_start() {
+    let backend = Backend::start();
+    let db = unique_db();
+    let gate = Gate::start_on(&backend, &db, "127.0.0.1:0", &[]);
+    let other = Gate::start_on(
+        &backend,
+        &db,
+        "127.0.0.1:0",
+        &["--seq-secret", "a different deployment"],
+    );
+    let alice = gate.client("alice");
+    alice.create_db("notes").await;
+    for id in ["a", "b", "c"] {
+        alice.put(&format!("/notes/{id}"), json!({})).await.ok();
+    }
+    let foreign = last_seq(&other.client("alice").get("/notes/_changes").await.ok());
+    for since in [
+        "garbage",
+        "12-g1AAAAFTeJzLYWBg4MhgTmHgzcvPy09JdcjLz8gvLsnJSSxKTy3SLy4pSgUA",
+        "999999",
+        "-1",
+        "%5B1%5D",
+        foreign.as_str(),
+    ] {
+        let v = alice
+            .get(&format!("/notes/_changes?since={since}"))
+            .await
+            .ok();
+        assert_eq!(ids(&v), ["a", "b", "c"], "since={since}");
+    }
+    let v = alice.get("/notes/_changes?since[]=1").await.ok();
+    assert_eq!(ids(&v).len(), 3);
+}
+
+#[tokio::test]
+async fn two_instances_behind_one_balancer() {
+    let backend = Backend::start();
+    let db = unique_db();
+    let a = Gate::start_on(&backend, &db, "127.0.0.1:0", &[]);
+    let b = Gate::start_on(&backend, &db, "127.0.0.1:0", &[]);
+    let ca = a.client("alice");
+    let cb = b.client("alice");
+    ca.create_db("notes").await;
+    let mut since = last_seq(&ca.get("/notes/_changes").await.ok());
+    let mut seen: Vec<String> = Vec::new();
+    // Writes alternate between the instances, and so do the reads, each resuming from the
+    // other instance's last_seq. Nothing may be missed; replays are allowed.
+    for i in 0..10 {
+        let (writer, reader) = if i % 2 == 0 { (&ca, &cb) } else { (&cb, &ca) };
+        let id = format!("x{i}");
+        writer.put(&format!("/notes/{id}"), json!({})).await.ok();
+        let v = changes_until(reader, &since, &[&id]).await;
+        for got in ids(&v) {
+            if !seen.contains(&got) {
+                seen.push(got);
+            }
+        }
+        since = last_seq(&v);
+    }
+    let want: Vec<String> = (0..10).map(|i| format!("x{i}")).collect();
+    assert_eq!(seen, want);
+
+    // A longpoll on one instance wakes for a write through the other.
+    let since = last_seq(&cb.get("/notes/_changes").await.ok());
+    let poll = {
+        let cb = cb.clone();
+        tokio::spawn(async move {
+            cb.get(&format!(
+                "/notes/_changes?feed=longpoll&since={since}&timeout=20000"
+            ))
+            .await
+            .ok()
+        })
+    };
+    ca.put("/notes/wake", json!({})).await.ok();
+    let v = tokio::time::timeout(Duration::from_secs(25), poll)
+        .await
+        .expect("the longpoll answered")
+        .unwrap();
+    assert_eq!(ids(&v), ["wake"]);
+}
+
+#[tokio::test]
+async fn index_and_filter_sources_agree() {
+    let backend = Backend::start();
+    let db = unique_db();
+    let index = Gate::start_on(&backend, &db, "127.0.0.1:0", &[]);
+    let filter = Gate::start_on(
+        &backend,
+        &db,
+        "127.0.0.1:0",
+        &["--changes-source", "filter"],
+    );
+    let (ci, cf) = (index.client("alice"), filter.client("alice"));
+    ci.create_db("notes").await;
+    cf.put("/notes/x", json!({})).await.ok();
+    for i in 0..30 {
+        ci.put(&format!("/notes/d{i:02}"), json!({})).await.ok();
+    }
+    let rev = ci.get("/notes/d03").await.ok()["_rev"].clone();
+    ci.put("/notes/d03", json!({"_rev": rev, "v": 2}))
+        .await
+        .ok();
+    let strip = |v: &Value| -> Vec<Value> {
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| json!([r["id"], r["changes"], r["deleted"]]))
+            .collect()
+    };
+    let q = "/notes/_changes?style=all_docs";
+    let via_filter = cf.get(q).await.ok();
+    let via_index = changes_until(&ci, "0", &["d03", "x"]).await;
+    assert_eq!(strip(&via_index), strip(&via_filter));
+    // limit pages through the same rows
+    let mut since = "0".to_owned();
+    let mut paged = Vec::new();
+    loop {
+        let v = ci.get(&format!("{q}&limit=7&since={since}")).await.ok();
+        if v["results"].as_array().unwrap().is_empty() {
+            break;
+        }
+        paged.extend(strip(&v));
+        since = last_seq(&v);
+    }
+    assert_eq!(paged, strip(&via_filter));
+}
