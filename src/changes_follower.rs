@@ -192,8 +192,8 @@ impl Follower {
             snap.source = source;
             write_snapshot(&path, &snap)
         })
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
     }
 
     async fn snapshots(self: Arc<Self>) {

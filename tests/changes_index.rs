@@ -63,7 +63,11 @@ async fn a_write_is_in_its_writers_changes_at_once() {
             .get(&format!("/notes/_changes?since={since}"))
             .await
             .ok();
-        assert_eq!(ids(&v), std::slice::from_ref(&id), "read-your-writes, round {i}");
+        assert_eq!(
+            ids(&v),
+            std::slice::from_ref(&id),
+            "read-your-writes, round {i}"
+        );
         since = last_seq(&v);
     }
     let info = alice.get("/notes").await.ok();
