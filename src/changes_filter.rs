@@ -42,16 +42,12 @@ pub async fn fetch(
     if opts.all_docs_style {
         q.push(("style", "all_docs".into()));
     }
-    for (name, on) in [
-        ("include_docs", opts.include_docs),
-        ("conflicts", opts.conflicts),
-        ("attachments", opts.attachments),
-        ("att_encoding_info", opts.att_encoding_info),
-    ] {
-        if on {
-            q.push((name, "true".into()));
-        }
-    }
+    q.extend(crate::handlers::doc_flags(
+        opts.include_docs,
+        opts.conflicts,
+        opts.attachments,
+        opts.att_encoding_info,
+    ));
     if let Some(w) = wait {
         q.push(("feed", "longpoll".into()));
         q.push(("timeout", w.as_millis().to_string()));

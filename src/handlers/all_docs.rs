@@ -128,18 +128,12 @@ pub fn backing_range(ns: &Namespace, o: &Opts) -> (String, String, bool) {
 }
 
 fn doc_params(o: &Opts) -> Vec<(&'static str, String)> {
-    let mut p = vec![];
-    for (name, on) in [
-        ("include_docs", o.include_docs),
-        ("conflicts", o.conflicts),
-        ("attachments", o.attachments),
-        ("att_encoding_info", o.att_encoding_info),
-    ] {
-        if on {
-            p.push((name, "true".to_owned()));
-        }
-    }
-    p
+    super::doc_flags(
+        o.include_docs,
+        o.conflicts,
+        o.attachments,
+        o.att_encoding_info,
+    )
 }
 
 pub async fn handle(st: &Arc<State>, ns: &Namespace, req: Req) -> Result<Response<Body>> {

@@ -219,17 +219,12 @@ async fn enrich(st: &State, ns: &Namespace, opts: &Opts, rows: &mut [Row]) -> Re
                 .and_then(|id| ns.encode_doc_id(id).ok())
         })
         .collect();
-    let mut q = vec![];
-    for (name, on) in [
-        ("include_docs", opts.include_docs),
-        ("conflicts", opts.conflicts),
-        ("attachments", opts.attachments),
-        ("att_encoding_info", opts.att_encoding_info),
-    ] {
-        if on {
-            q.push((name, "true".to_owned()));
-        }
-    }
+    let q = super::doc_flags(
+        opts.include_docs,
+        opts.conflicts,
+        opts.attachments,
+        opts.att_encoding_info,
+    );
     let url = st
         .backend
         .db_url(&format!("/_all_docs{}", crate::backend::query_string(q)));
