@@ -40,29 +40,94 @@ pub struct Args {
     #[arg(long, env = "COUCHGATE_DATABASE")]
     pub database: Option<String>,
 
-    /// HMAC secret for HS256 tokens.
+    /// HMAC secret for HS256/384/512 tokens.
     #[arg(long, env = "COUCHGATE_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
-    /// PEM file with the public key for RS256 or ES256 tokens.
+    /// Files with token verification keys, comma-separated: each a PEM public key (RSA, EC
+    /// P-256/P-384 or Ed25519), a JWK or a JWKS.
     #[arg(long, env = "COUCHGATE_JWT_PUBLIC_KEY")]
-    pub jwt_public_key: Option<PathBuf>,
+    pub jwt_public_key: Option<String>,
 
-    /// Claim naming the user [default: sub].
+    /// JWKS URLs of identity providers, comma-separated (https, or http on loopback only).
+    #[arg(long, env = "COUCHGATE_JWKS_URL")]
+    pub jwks_url: Option<String>,
+
+    /// Least time between two JWKS fetches caused by tokens with an unknown `kid`, in seconds
+    /// [default: 30].
+    #[arg(long, env = "COUCHGATE_JWKS_MIN_REFRESH_SECS")]
+    pub jwks_min_refresh_secs: Option<u64>,
+
+    /// Token algorithms accepted, comma-separated [default: every supported one: RS256, RS384,
+    /// RS512, PS256, PS384, PS512, ES256, ES384, EdDSA, HS256, HS384, HS512]. Each key is
+    /// further limited to the algorithms of its type (and to its JWK `alg`).
+    #[arg(long, env = "COUCHGATE_JWT_ALGORITHMS")]
+    pub jwt_algorithms: Option<String>,
+
+    /// Claim naming the user; a dotted path reaches into objects (`user.name`) [default: sub].
     #[arg(long, env = "COUCHGATE_JWT_USER_CLAIM")]
     pub jwt_user_claim: Option<String>,
 
-    /// Required `iss` claim, if set.
+    /// Claims holding the roles, comma-separated, the first present wins; dotted paths reach
+    /// into objects (`realm_access.roles`) [default: _couchdb.roles,roles].
+    #[arg(long, env = "COUCHGATE_JWT_ROLES_CLAIM")]
+    pub jwt_roles_claim: Option<String>,
+
+    /// Accepted `iss` values, comma-separated; when set, tokens must carry one of them.
     #[arg(long, env = "COUCHGATE_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
 
-    /// Required `aud` claim, if set.
+    /// Accepted `aud` values, comma-separated; when set, tokens must carry one of them.
     #[arg(long, env = "COUCHGATE_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
 
     /// Clock leeway for `exp`, `nbf` and `iat`, in seconds [default: 30].
     #[arg(long, env = "COUCHGATE_JWT_LEEWAY_SECS")]
     pub jwt_leeway_secs: Option<u64>,
+
+    /// Accept `Authorization: Basic` and name/password sessions, checked by the backend's
+    /// `_session` against its `_users` database.
+    #[arg(long, env = "COUCHGATE_BASIC_AUTH", num_args = 0..=1, default_missing_value = "true")]
+    pub basic_auth: Option<bool>,
+
+    /// How long a successful name/password check is remembered, in seconds [default: 60].
+    #[arg(long, env = "COUCHGATE_BASIC_AUTH_CACHE_SECS")]
+    pub basic_auth_cache_secs: Option<u64>,
+
+    /// Key signing `AuthSession` cookies; give every instance the same one [default: derived
+    /// like --seq-secret, or random when nothing secret is configured].
+    #[arg(long, env = "COUCHGATE_SESSION_SECRET", hide_env_values = true)]
+    pub session_secret: Option<String>,
+
+    /// Lifetime of an `AuthSession` cookie, renewed while in use, in seconds; never beyond
+    /// the expiry of the token that opened the session [default: 600].
+    #[arg(long, env = "COUCHGATE_SESSION_TTL_SECS")]
+    pub session_ttl_secs: Option<u64>,
+
+    /// `SameSite` attribute of the session cookie: strict, lax or none [default: lax].
+    #[arg(long, env = "COUCHGATE_SESSION_SAME_SITE")]
+    pub session_same_site: Option<SameSite>,
+
+    /// Role whose members may act for another user named in the --act-as-header header.
+    #[arg(long, env = "COUCHGATE_SERVICE_ROLE")]
+    pub service_role: Option<String>,
+
+    /// Header in which a service names the user it acts for [default: X-Couchgate-User].
+    #[arg(long, env = "COUCHGATE_ACT_AS_HEADER")]
+    pub act_as_header: Option<String>,
+
+    /// Role whose members may only read: every write answers 403.
+    #[arg(long, env = "COUCHGATE_READ_ONLY_ROLE")]
+    pub read_only_role: Option<String>,
+
+    /// Failed password checks allowed per client address per minute; 0: no limit
+    /// [default: 30].
+    #[arg(long, env = "COUCHGATE_AUTH_FAILURES_PER_ADDRESS")]
+    pub auth_failures_per_address: Option<u32>,
+
+    /// Failed password checks allowed per user name per minute; 0: no limit [default: 10].
+    #[arg(long, env = "COUCHGATE_AUTH_FAILURES_PER_USER")]
+    pub auth_failures_per_user: Option<u32>,
 
     /// Secret from which sequence tokens are sealed; give every instance of a deployment the same
     /// one [default: derived from the JWT secret or key and the backend URL].
@@ -166,11 +231,46 @@ impl DbAllowList {
     }
 }
 
-/// How tokens are verified.
+/// The HMAC token key given with `--jwt-secret` (demo mode makes one up).
 #[derive(Clone)]
 pub enum JwtKey {
     Hmac(Vec<u8>),
-    PublicPem(Vec<u8>),
+}
+
+/// A file of verification keys (`--jwt-public-key`), read at start-up.
+#[derive(Clone)]
+pub struct KeyFile {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+}
+
+/// `SameSite` of the session cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SameSite {
+    Strict,
+    Lax,
+    None,
+}
+
+/// Authentication settings beyond the token keys.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub jwks_urls: Vec<String>,
+    pub jwks_min_refresh: Duration,
+    /// `None`: every supported algorithm.
+    pub algorithms: Option<Vec<jsonwebtoken::Algorithm>>,
+    pub roles_claims: Vec<String>,
+    pub basic: bool,
+    pub basic_cache: Duration,
+    pub session_secret: Option<String>,
+    pub session_ttl: Duration,
+    pub same_site: SameSite,
+    pub service_role: Option<String>,
+    pub act_as_header: http::HeaderName,
+    pub read_only_role: Option<String>,
+    pub failures_per_address: u32,
+    pub failures_per_user: u32,
 }
 
 /// CORS settings, as CouchDB's `[cors]` section has them.
@@ -189,10 +289,14 @@ pub struct Config {
     pub couchdb_url: Option<String>,
     pub database: String,
     pub jwt_key: Option<JwtKey>,
+    pub jwt_key_files: Vec<KeyFile>,
     pub jwt_user_claim: String,
-    pub jwt_issuer: Option<String>,
-    pub jwt_audience: Option<String>,
+    /// Accepted `iss` values; empty: not checked.
+    pub jwt_issuers: Vec<String>,
+    /// Accepted `aud` values; empty: not checked.
+    pub jwt_audiences: Vec<String>,
     pub jwt_leeway: Duration,
+    pub auth: AuthConfig,
     pub seq_secret: Option<String>,
     pub allowed_databases: DbAllowList,
     pub cors: CorsConfig,
@@ -215,6 +319,8 @@ impl std::fmt::Debug for Config {
             .field("database", &self.database)
             .field("demo_mode", &self.couchdb_url.is_none())
             .field("jwt_user_claim", &self.jwt_user_claim)
+            .field("jwks_urls", &self.auth.jwks_urls.len())
+            .field("basic_auth", &self.auth.basic)
             .field("allowed_databases", &self.allowed_databases)
             .field("cors", &self.cors)
             .field("max_body_bytes", &self.max_body_bytes)
@@ -246,22 +352,35 @@ impl Config {
 
     /// Applies defaults and checks a merged [`Args`].
     pub fn resolve(a: Args) -> crate::Result<Config> {
-        let jwt_key = match (&a.jwt_secret, &a.jwt_public_key) {
-            (Some(_), Some(_)) => {
-                return Err(bad("give --jwt-secret or --jwt-public-key, not both"))
-            }
-            (Some(s), None) if s.len() < 16 => {
+        let jwt_key = match &a.jwt_secret {
+            Some(s) if s.len() < 16 => {
                 return Err(bad("--jwt-secret must be at least 16 bytes long"))
             }
-            (Some(s), None) => Some(JwtKey::Hmac(s.as_bytes().to_vec())),
-            (None, Some(p)) => Some(JwtKey::PublicPem(std::fs::read(p).map_err(|e| {
-                bad(format!("cannot read --jwt-public-key {}: {e}", p.display()))
-            })?)),
-            (None, None) => None,
+            Some(s) => Some(JwtKey::Hmac(s.as_bytes().to_vec())),
+            None => None,
         };
-        if jwt_key.is_none() && a.couchdb_url.is_some() {
+        let jwt_key_files = list(a.jwt_public_key.as_deref())
+            .into_iter()
+            .map(|p| {
+                let path = PathBuf::from(&p);
+                std::fs::read(&path)
+                    .map(|bytes| KeyFile {
+                        path: path.clone(),
+                        bytes,
+                    })
+                    .map_err(|e| bad(format!("cannot read --jwt-public-key {p}: {e}")))
+            })
+            .collect::<crate::Result<Vec<_>>>()?;
+        let auth = auth_config(&a)?;
+        if jwt_key.is_none()
+            && jwt_key_files.is_empty()
+            && auth.jwks_urls.is_empty()
+            && !auth.basic
+            && a.couchdb_url.is_some()
+        {
             return Err(bad(
-                "a backend is configured but no token key: give --jwt-secret or --jwt-public-key",
+                "a backend is configured but no way to authenticate: give --jwt-secret, \
+                 --jwt-public-key, --jwks-url or --basic-auth",
             ));
         }
         if let Some(url) = &a.couchdb_url {
@@ -290,10 +409,12 @@ impl Config {
             couchdb_url: a.couchdb_url,
             database,
             jwt_key,
+            jwt_key_files,
             jwt_user_claim: a.jwt_user_claim.unwrap_or_else(|| "sub".into()),
-            jwt_issuer: a.jwt_issuer,
-            jwt_audience: a.jwt_audience,
+            jwt_issuers: list(a.jwt_issuer.as_deref()),
+            jwt_audiences: list(a.jwt_audience.as_deref()),
             jwt_leeway: Duration::from_secs(a.jwt_leeway_secs.unwrap_or(30)),
+            auth,
             seq_secret: a.seq_secret,
             allowed_databases: a
                 .allowed_databases
@@ -327,9 +448,11 @@ impl Config {
             return s.as_bytes().to_vec();
         }
         let mut out = Vec::new();
-        match &self.jwt_key {
-            Some(JwtKey::Hmac(k)) | Some(JwtKey::PublicPem(k)) => out.extend_from_slice(k),
-            None => {}
+        if let Some(JwtKey::Hmac(k)) = &self.jwt_key {
+            out.extend_from_slice(k);
+        }
+        for f in &self.jwt_key_files {
+            out.extend_from_slice(&f.bytes);
         }
         out.push(0);
         out.extend_from_slice(self.couchdb_url.as_deref().unwrap_or("").as_bytes());
@@ -337,6 +460,79 @@ impl Config {
         out.extend_from_slice(self.database.as_bytes());
         out
     }
+}
+
+/// A comma-separated list, trimmed, without empty items.
+fn list(s: Option<&str>) -> Vec<String> {
+    s.unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn auth_config(a: &Args) -> crate::Result<AuthConfig> {
+    let jwks_urls = list(a.jwks_url.as_deref());
+    for u in &jwks_urls {
+        let url = url::Url::parse(u).map_err(|_| bad(format!("--jwks-url {u} is not a URL")))?;
+        let loopback = match url.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) {
+            return Err(bad(format!(
+                "--jwks-url {u}: keys must be fetched over https (http only on loopback)"
+            )));
+        }
+    }
+    let algorithms = match a.jwt_algorithms.as_deref() {
+        None => None,
+        Some(s) => Some(
+            list(Some(s))
+                .iter()
+                .map(|name| {
+                    name.parse::<jsonwebtoken::Algorithm>().map_err(|_| {
+                        bad(format!(
+                            "--jwt-algorithms: `{name}` is not a supported algorithm \
+                             (`none` never is)"
+                        ))
+                    })
+                })
+                .collect::<crate::Result<Vec<_>>>()?,
+        ),
+    };
+    let mut roles_claims = list(a.jwt_roles_claim.as_deref());
+    if roles_claims.is_empty() {
+        roles_claims = vec!["_couchdb.roles".into(), "roles".into()];
+    }
+    let act_as_header = a
+        .act_as_header
+        .as_deref()
+        .unwrap_or("X-Couchgate-User")
+        .parse::<http::HeaderName>()
+        .map_err(|_| bad("--act-as-header is not a valid header name"))?;
+    if matches!(&a.session_secret, Some(s) if s.len() < 16) {
+        return Err(bad("--session-secret must be at least 16 bytes long"));
+    }
+    Ok(AuthConfig {
+        jwks_urls,
+        jwks_min_refresh: Duration::from_secs(a.jwks_min_refresh_secs.unwrap_or(30)),
+        algorithms,
+        roles_claims,
+        basic: a.basic_auth.unwrap_or(false),
+        basic_cache: Duration::from_secs(a.basic_auth_cache_secs.unwrap_or(60)),
+        session_secret: a.session_secret.clone(),
+        session_ttl: Duration::from_secs(a.session_ttl_secs.unwrap_or(600).max(1)),
+        same_site: a.session_same_site.unwrap_or(SameSite::Lax),
+        service_role: a.service_role.clone().filter(|r| !r.is_empty()),
+        act_as_header,
+        read_only_role: a.read_only_role.clone().filter(|r| !r.is_empty()),
+        failures_per_address: a.auth_failures_per_address.unwrap_or(30),
+        failures_per_user: a.auth_failures_per_user.unwrap_or(10),
+    })
 }
 
 /// Overlays `cli` (flags and environment) on `file`.
@@ -402,6 +598,29 @@ mod tests {
         assert_eq!(c.max_body_bytes, 10);
         std::fs::write(&path, "no-such-option = 1\n").unwrap();
         assert!(parse(&["--config", path.to_str().unwrap()]).is_err());
+    }
+
+    #[test]
+    fn auth_options() {
+        let c = parse(&[
+            "--jwt-issuer",
+            "a, b",
+            "--jwt-algorithms",
+            "RS256,ES256",
+            "--jwt-roles-claim",
+            "realm_access.roles",
+        ])
+        .unwrap();
+        assert_eq!(c.jwt_issuers, ["a", "b"]);
+        assert_eq!(c.auth.roles_claims, ["realm_access.roles"]);
+        assert_eq!(c.auth.algorithms.unwrap().len(), 2);
+        assert_eq!(parse(&[]).unwrap().auth.roles_claims.len(), 2);
+        assert!(parse(&["--jwt-algorithms", "none"]).is_err());
+        assert!(parse(&["--jwks-url", "http://idp.example/jwks"]).is_err());
+        assert!(parse(&["--jwks-url", "https://idp.example/jwks"]).is_ok());
+        assert!(parse(&["--jwks-url", "http://127.0.0.1:9/jwks"]).is_ok());
+        assert!(parse(&["--act-as-header", "bad header"]).is_err());
+        assert!(parse(&["--couchdb-url", "http://x:5984", "--basic-auth"]).is_ok());
     }
 
     #[test]

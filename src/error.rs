@@ -36,6 +36,9 @@ pub enum Error {
     BadContentType(String),
     #[error("{0}")]
     NotImplemented(String),
+    /// Too many failed authentication attempts; answered with `Retry-After` (seconds).
+    #[error("{reason}")]
+    TooManyRequests { reason: String, retry_after: u64 },
 
     // --- the backend's fault ---
     /// The backend answered with a CouchDB error; passed on with its status.
@@ -90,7 +93,8 @@ impl Error {
             | Error::FileExists(_)
             | Error::TooLarge(_)
             | Error::BadContentType(_)
-            | Error::NotImplemented(_) => Fault::Client,
+            | Error::NotImplemented(_)
+            | Error::TooManyRequests { .. } => Fault::Client,
             Error::Backend { status, .. } if status.is_client_error() => Fault::Client,
             Error::Backend { .. }
             | Error::BackendUnavailable(_)
@@ -114,6 +118,7 @@ impl Error {
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::BadContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Backend { status, .. } => *status,
             Error::BackendUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::BackendTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -137,6 +142,7 @@ impl Error {
             Error::TooLarge(_) => "too_large",
             Error::BadContentType(_) => "bad_content_type",
             Error::NotImplemented(_) => "not_implemented",
+            Error::TooManyRequests { .. } => "too_many_requests",
             Error::Backend { error, .. } => error,
             Error::BackendUnavailable(_) => "service_unavailable",
             Error::BackendTimeout(_) => "gateway_timeout",
@@ -209,6 +215,15 @@ mod tests {
                 Error::NotImplemented(s()),
                 501,
                 "not_implemented",
+                Fault::Client,
+            ),
+            (
+                Error::TooManyRequests {
+                    reason: s(),
+                    retry_after: 1,
+                },
+                429,
+                "too_many_requests",
                 Fault::Client,
             ),
             (

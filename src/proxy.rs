@@ -1,7 +1,7 @@
 //! The one request entry point: [`Proxy::handle`] routes, authenticates, authorizes and hands
 //! the request to its handler; every error becomes a CouchDB-shaped response here.
 
-use crate::auth::{Authenticator, Identity};
+use crate::auth::{Authenticator, ClientAddr, Identity};
 use crate::backend::Backend;
 use crate::body::{json_response, Body};
 use crate::changes_follower::Follower;
@@ -15,6 +15,7 @@ use crate::vdb::Registry;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
+use std::net::IpAddr;
 use std::sync::Arc;
 use tracing::Instrument;
 
@@ -52,10 +53,8 @@ impl Proxy {
     /// Builds the proxy; with the changes index configured, starts its follower (so this runs
     /// inside a tokio runtime).
     pub fn new(config: Config, backend: Backend) -> Result<Proxy> {
-        let key = config.jwt_key.clone().ok_or_else(|| {
-            Error::bad_request("no token key configured (--jwt-secret or --jwt-public-key)")
-        })?;
-        let auth = Authenticator::new(&config, &key)?;
+        let auth = Authenticator::new(&config, &backend)?;
+        auth.start();
         let follower = (config.changes_source == ChangesSource::Index)
             .then(|| Follower::start(backend.clone(), config.index_snapshot.clone()));
         Ok(Proxy {
@@ -99,6 +98,10 @@ impl Proxy {
                         HeaderValue::from_static("Bearer realm=\"couchgate\""),
                     );
                 }
+                if let Error::TooManyRequests { retry_after, .. } = e {
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                }
                 r
             }
         };
@@ -119,6 +122,7 @@ impl Proxy {
             return Ok(resp);
         }
         let route = routing::route(req.uri().path())?;
+        let peer = req.extensions().get::<ClientAddr>().map(|a| a.0);
         let (parts, body) = req.into_parts();
         let req = Req::new(parts, body, st.config.max_body_bytes)?;
         let method = req.method.clone();
@@ -141,26 +145,60 @@ impl Proxy {
                 only(&method, &[Method::GET, Method::HEAD])?;
                 Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
             }
-            Route::Session => {
-                only(&method, &[Method::GET, Method::HEAD])?;
-                let who = self.authenticate(&req)?;
-                Ok(handlers::session::get(&who))
-            }
+            Route::Session => match method {
+                Method::GET | Method::HEAD => {
+                    let who = self.identify(&req, peer).await?;
+                    Ok(with_renewal(handlers::session::get(&who), &who))
+                }
+                Method::POST => handlers::session::post(st, req, peer).await,
+                Method::DELETE => Ok(handlers::session::delete(st)),
+                _ => Err(not_allowed(&[
+                    Method::GET,
+                    Method::HEAD,
+                    Method::POST,
+                    Method::DELETE,
+                ])),
+            },
             Route::Uuids => {
                 only(&method, &[Method::GET, Method::HEAD])?;
                 handlers::db::uuids(&req)
             }
             Route::RefusedServer(refusal) => Err(refusal.into_error("this endpoint")),
-            Route::Db { db } => {
-                let who = self.authorize(&req, &db)?;
-                handlers::db::handle(st, &who, &db, req).await
+            route => self.db_route(route, req, peer).await,
+        }
+    }
+
+    /// A route inside a virtual database: authenticate, authorize, then the handler.
+    async fn db_route(
+        &self,
+        route: Route,
+        req: Req,
+        peer: Option<IpAddr>,
+    ) -> Result<Response<Body>> {
+        let st = &self.state;
+        let method = req.method.clone();
+        let db = match &route {
+            Route::Db { db }
+            | Route::RefusedDb { db, .. }
+            | Route::DbEndpoint { db, .. }
+            | Route::Local { db, .. }
+            | Route::Doc { db, .. }
+            | Route::Attachment { db, .. } => db.clone(),
+            Route::Welcome
+            | Route::Up
+            | Route::Session
+            | Route::Uuids
+            | Route::RefusedServer(_) => {
+                return Err(Error::Internal("not a database route".into()))
             }
-            Route::RefusedDb { db, refusal } => {
-                self.authorize(&req, &db)?;
-                Err(refusal.into_error("this endpoint"))
-            }
+        };
+        let who = self
+            .authorize(&req, peer, &db, is_write(&route, &method))
+            .await?;
+        let resp = match route {
+            Route::Db { db } => handlers::db::handle(st, &who, &db, req).await,
+            Route::RefusedDb { refusal, .. } => Err(refusal.into_error("this endpoint")),
             Route::DbEndpoint { db, endpoint } => {
-                let who = self.authorize(&req, &db)?;
                 let ns = st.registry.require(&who.user, &db).await?;
                 match endpoint {
                     DbEndpoint::AllDocs => {
@@ -169,7 +207,7 @@ impl Proxy {
                     }
                     DbEndpoint::Changes => {
                         only(&method, &[Method::GET, Method::HEAD, Method::POST])?;
-                        handlers::changes::handle(st, &ns, req).await
+                        handlers::changes::handle(st, &ns, req, who.expires).await
                     }
                     DbEndpoint::BulkDocs => {
                         only(&method, &[Method::POST])?;
@@ -193,37 +231,81 @@ impl Proxy {
                 }
             }
             Route::Local { db, id } => {
-                let who = self.authorize(&req, &db)?;
                 let ns = st.registry.require(&who.user, &db).await?;
                 handlers::local::handle(st, &ns, &id, req).await
             }
             Route::Doc { db, id } => {
-                let who = self.authorize(&req, &db)?;
                 let ns = st.registry.require(&who.user, &db).await?;
                 handlers::doc::handle(st, &ns, &id, req).await
             }
             Route::Attachment { db, id, name } => {
-                let who = self.authorize(&req, &db)?;
                 let ns = st.registry.require(&who.user, &db).await?;
                 handlers::attachment::handle(st, &ns, &id, &name, req).await
             }
-        }
+            Route::Welcome
+            | Route::Up
+            | Route::Session
+            | Route::Uuids
+            | Route::RefusedServer(_) => Err(Error::Internal("not a database route".into())),
+        }?;
+        Ok(with_renewal(resp, &who))
     }
 
-    fn authenticate(&self, req: &Req) -> Result<Identity> {
-        self.state.auth.authenticate(&req.headers)
+    /// The caller's identity: their credentials, then the act-as header.
+    async fn identify(&self, req: &Req, peer: Option<IpAddr>) -> Result<Identity> {
+        let auth = &self.state.auth;
+        let who = auth.authenticate(&req.headers, peer).await?;
+        auth.act_as(who, &req.headers)
     }
 
-    /// Authenticates the caller and checks that `db` is a name they may use.
-    fn authorize(&self, req: &Req, db: &str) -> Result<Identity> {
-        let who = self.authenticate(req)?;
+    /// Authenticates the caller and checks that `db` is a name they may use, and that they
+    /// may write when the request is a write.
+    async fn authorize(
+        &self,
+        req: &Req,
+        peer: Option<IpAddr>,
+        db: &str,
+        write: bool,
+    ) -> Result<Identity> {
+        let who = self.identify(req, peer).await?;
         if !self.state.config.allowed_databases.allows(db) {
             return Err(Error::Forbidden(format!(
                 "the database name `{db}` is not allowed on this server"
             )));
         }
+        if write {
+            self.state.auth.may_write(&who)?;
+        }
         Ok(who)
     }
+}
+
+/// Whether a request to a database route writes: everything but GET and HEAD, except the
+/// POST endpoints that only read.
+fn is_write(route: &Route, method: &Method) -> bool {
+    if method == Method::GET || method == Method::HEAD {
+        return false;
+    }
+    !matches!(
+        route,
+        Route::DbEndpoint {
+            endpoint: DbEndpoint::AllDocs
+                | DbEndpoint::Changes
+                | DbEndpoint::BulkGet
+                | DbEndpoint::RevsDiff,
+            ..
+        } if method == Method::POST
+    )
+}
+
+/// Adds the renewed session cookie, if the caller's session was renewed.
+fn with_renewal(mut resp: Response<Body>, who: &Identity) -> Response<Body> {
+    if let Some(c) = who.renewed_cookie.as_deref() {
+        if let Ok(v) = HeaderValue::from_str(c) {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    resp
 }
 
 /// CouchDB's 405 for a method an endpoint does not serve.
@@ -263,6 +345,33 @@ pub(crate) mod tests {
         let backend = Backend::new(config.couchdb_url.as_deref().unwrap(), &config).unwrap();
         let proxy = Proxy::new(config, backend).unwrap();
         Arc::try_unwrap(proxy.state).unwrap()
+    }
+
+    #[test]
+    fn writes() {
+        let ep = |endpoint| Route::DbEndpoint {
+            db: "d".into(),
+            endpoint,
+        };
+        let doc = Route::Doc {
+            db: "d".into(),
+            id: "x".into(),
+        };
+        assert!(!is_write(&doc, &Method::GET));
+        assert!(!is_write(&doc, &Method::HEAD));
+        assert!(is_write(&doc, &Method::PUT));
+        assert!(is_write(&doc, &Method::DELETE));
+        assert!(is_write(&Route::Db { db: "d".into() }, &Method::PUT));
+        for e in [
+            DbEndpoint::AllDocs,
+            DbEndpoint::Changes,
+            DbEndpoint::BulkGet,
+            DbEndpoint::RevsDiff,
+        ] {
+            assert!(!is_write(&ep(e), &Method::POST), "{e:?}");
+        }
+        assert!(is_write(&ep(DbEndpoint::BulkDocs), &Method::POST));
+        assert!(is_write(&ep(DbEndpoint::EnsureFullCommit), &Method::POST));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Accepting connections: TCP or TLS, HTTP/1.1 and h2, a cap on concurrent connections,
 //! bounded TLS handshakes, and graceful shutdown with a deadline.
 
+use crate::auth::ClientAddr;
 use crate::proxy::Proxy;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -68,12 +69,12 @@ pub async fn run(
             async move {
                 let _permit = permit;
                 match tls {
-                    None => serve(&builder, watcher, stream, proxy).await,
+                    None => serve(&builder, watcher, stream, peer, proxy).await,
                     Some(acceptor) => {
                         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
                             .await
                         {
-                            Ok(Ok(s)) => serve(&builder, watcher, s, proxy).await,
+                            Ok(Ok(s)) => serve(&builder, watcher, s, peer, proxy).await,
                             Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                             Err(_) => tracing::debug!("TLS handshake timed out"),
                         }
@@ -97,11 +98,14 @@ async fn serve<S>(
     builder: &auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
     stream: S,
+    peer: std::net::SocketAddr,
     proxy: Proxy,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| {
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        // The address failed password checks are counted against.
+        req.extensions_mut().insert(ClientAddr(peer.ip()));
         let proxy = proxy.clone();
         async move { proxy.handle(req).await }
     });

@@ -991,7 +991,7 @@ async fn methods_not_allowed_answer_405() {
         (Method::POST, "/".into()),
         (Method::DELETE, "/".into()),
         (Method::POST, "/_uuids".into()),
-        (Method::DELETE, "/_session".into()),
+        (Method::PUT, "/_session".into()),
         (Method::PUT, "/_up".into()),
     ];
     for (method, path) in &cases {

@@ -353,7 +353,14 @@ pub fn parse(st: &State, q: &Query, body: Option<&Map<String, Value>>) -> Result
     })
 }
 
-pub async fn handle(st: &Arc<State>, ns: &Namespace, req: Req) -> Result<Response<Body>> {
+/// `expires`: Unix time at which the caller's credential stops being accepted; live feeds end
+/// then.
+pub async fn handle(
+    st: &Arc<State>,
+    ns: &Namespace,
+    req: Req,
+    expires: Option<u64>,
+) -> Result<Response<Body>> {
     let query = req.query.clone();
     let body = if req.method == Method::POST {
         match req.json().await? {
@@ -388,6 +395,10 @@ pub async fn handle(st: &Arc<State>, ns: &Namespace, req: Req) -> Result<Respons
     } else {
         "application/json"
     };
+    let ends_at = expires.map(|exp| {
+        let left = exp.saturating_sub(jsonwebtoken::get_current_timestamp());
+        Instant::now() + Duration::from_secs(left)
+    });
     let st = Arc::clone(st);
     let ns = ns.clone();
     tokio::spawn(async move {
@@ -399,6 +410,7 @@ pub async fn handle(st: &Arc<State>, ns: &Namespace, req: Req) -> Result<Respons
             tx,
             sent: 0,
             since,
+            ends_at,
         };
         if let Err(e) = driver.run(first).await {
             tracing::warn!(error = %e, "_changes feed ended early");
@@ -421,6 +433,8 @@ struct Driver<'a> {
     sent: u64,
     /// Position after the last row sent or skipped.
     since: Position,
+    /// When the credential that opened the feed expires: a live feed ends then.
+    ends_at: Option<Instant>,
 }
 
 /// Why the driver stopped early.
@@ -484,7 +498,11 @@ impl Driver<'_> {
             i
         });
         loop {
-            let wait = match deadline {
+            let end = match (deadline, self.ends_at) {
+                (Some(d), Some(e)) => Some(d.min(e)),
+                (d, e) => d.or(e),
+            };
+            let wait = match end {
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {

@@ -1,0 +1,283 @@
+//! CouchDB-style sessions: the `AuthSession` cookie. It carries the user, roles, expiry and
+//! (for sessions opened with a token) the token's own expiry as a hard limit, signed with
+//! HMAC-SHA256; nothing is stored server-side, so every instance with the same key accepts it.
+//! A session is renewed (a fresh cookie in the response) once less than half its lifetime is
+//! left, never beyond its limit.
+
+use super::{AuthMethod, Identity};
+use crate::config::{Config, SameSite};
+use crate::error::{Error, Result};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use http::HeaderMap;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+pub const COOKIE: &str = "AuthSession";
+/// Cookies larger than this are not issued (browsers keep about 4 KiB).
+const MAX_COOKIE_BYTES: usize = 3800;
+
+#[derive(Serialize, Deserialize)]
+struct Payload {
+    /// User.
+    u: String,
+    /// Roles.
+    r: Vec<String>,
+    /// Expiry, Unix seconds.
+    e: u64,
+    /// The latest a renewal may reach, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    l: Option<u64>,
+}
+
+/// Issues and checks session cookies.
+pub struct Sessions {
+    key: [u8; 32],
+    ttl: u64,
+    same_site: SameSite,
+    secure: bool,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+fn mac(key: &[u8]) -> Hmac<Sha256> {
+    Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length")
+}
+
+impl Sessions {
+    pub fn new(config: &Config) -> Sessions {
+        let material = match &config.auth.session_secret {
+            Some(s) => Some(s.as_bytes().to_vec()),
+            None if has_secret(config) => Some(config.seq_secret()),
+            None => None,
+        };
+        let key = match material {
+            Some(m) => {
+                let mut h = mac(&m);
+                h.update(b"couchgate AuthSession v1");
+                h.finalize().into_bytes().into()
+            }
+            None => {
+                tracing::warn!(
+                    "no secret configured: session cookies use a random key and end with this \
+                     process (set --session-secret)"
+                );
+                let mut k = [0u8; 32];
+                rand::thread_rng().fill_bytes(&mut k);
+                k
+            }
+        };
+        Sessions {
+            key,
+            ttl: config.auth.session_ttl.as_secs(),
+            same_site: config.auth.same_site,
+            secure: config.tls.is_some() || config.auth.same_site == SameSite::None,
+        }
+    }
+
+    /// A `Set-Cookie` value opening a session for `who`, which lasts the session lifetime but
+    /// never beyond `who.expires`.
+    pub fn open(&self, who: &Identity, now: u64) -> Result<String> {
+        self.issue(&who.user, &who.roles, who.expires, now)
+    }
+
+    fn issue(&self, user: &str, roles: &[String], limit: Option<u64>, now: u64) -> Result<String> {
+        let e = limit.map_or(now + self.ttl, |l| l.min(now + self.ttl));
+        let payload = serde_json::to_vec(&Payload {
+            u: user.to_owned(),
+            r: roles.to_vec(),
+            e,
+            l: limit,
+        })?;
+        let body = B64.encode(payload);
+        let mut h = mac(&self.key);
+        h.update(body.as_bytes());
+        let value = format!("{body}.{}", B64.encode(h.finalize().into_bytes()));
+        if value.len() > MAX_COOKIE_BYTES {
+            return Err(Error::bad_request(
+                "the identity has too many roles to fit a session cookie",
+            ));
+        }
+        Ok(self.set_cookie(&value, e.saturating_sub(now)))
+    }
+
+    /// A `Set-Cookie` value ending the session.
+    pub fn close(&self) -> String {
+        self.set_cookie("", 0)
+    }
+
+    fn set_cookie(&self, value: &str, max_age: u64) -> String {
+        let same_site = match self.same_site {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+            SameSite::None => "None",
+        };
+        let secure = if self.secure { "; Secure" } else { "" };
+        format!(
+            "{COOKIE}={value}; Version=1; Path=/; Max-Age={max_age}; HttpOnly; \
+             SameSite={same_site}{secure}"
+        )
+    }
+
+    /// The identity of a session cookie in `headers`; `Ok(None)` when there is none.
+    pub fn check(&self, headers: &HeaderMap, now: u64) -> Result<Option<Identity>> {
+        let Some(value) = find_cookie(headers) else {
+            return Ok(None);
+        };
+        let bad = || Error::Unauthorized("session cookie invalid or expired".into());
+        let (body, sig) = value.split_once('.').ok_or_else(bad)?;
+        let sig = B64.decode(sig).map_err(|_| bad())?;
+        let mut h = mac(&self.key);
+        h.update(body.as_bytes());
+        h.verify_slice(&sig).map_err(|_| bad())?;
+        let p: Payload = B64
+            .decode(body)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(bad)?;
+        if p.e < now {
+            return Err(bad());
+        }
+        let renewable = p.l.map_or(true, |l| l > p.e);
+        let renewed_cookie = if renewable && p.e - now < self.ttl / 2 {
+            Some(self.issue(&p.u, &p.r, p.l, now)?)
+        } else {
+            None
+        };
+        Ok(Some(Identity {
+            user: p.u,
+            roles: p.r,
+            method: AuthMethod::Cookie,
+            expires: Some(p.e),
+            service: None,
+            renewed_cookie,
+        }))
+    }
+}
+
+/// Whether anything secret (beyond public keys) is configured to derive the cookie key from.
+fn has_secret(config: &Config) -> bool {
+    config.seq_secret.is_some()
+        || config.jwt_key.is_some()
+        || config
+            .couchdb_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .is_some_and(|u| u.password().is_some())
+}
+
+/// The `AuthSession` value among the request's cookies.
+fn find_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, value)| *name == COOKIE && !value.is_empty())
+        .map(|(_, value)| value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Args;
+    use clap::Parser;
+
+    fn sessions(extra: &[&str]) -> Sessions {
+        let mut args = vec!["couchgate", "--session-secret", "0123456789abcdef0123"];
+        args.extend_from_slice(extra);
+        Sessions::new(&Config::from_args(Args::try_parse_from(args).unwrap()).unwrap())
+    }
+
+    fn ann(expires: Option<u64>) -> Identity {
+        Identity {
+            user: "ann".into(),
+            roles: vec!["r".into()],
+            method: AuthMethod::Jwt,
+            expires,
+            service: None,
+            renewed_cookie: None,
+        }
+    }
+
+    fn request_with(set_cookie: &str) -> HeaderMap {
+        let pair = set_cookie.split(';').next().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::COOKIE,
+            format!("a=b; {pair}").parse().unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn a_session_names_its_user_until_it_expires() {
+        let s = sessions(&[]);
+        let c = s.open(&ann(None), 1000).unwrap();
+        assert!(c.contains("Max-Age=600") && c.contains("HttpOnly") && !c.contains("Secure"));
+        let who = s.check(&request_with(&c), 1100).unwrap().unwrap();
+        assert_eq!((who.user.as_str(), who.roles.len()), ("ann", 1));
+        assert_eq!(who.method, AuthMethod::Cookie);
+        assert_eq!(who.expires, Some(1600));
+        assert!(
+            who.renewed_cookie.is_none(),
+            "young sessions are not renewed"
+        );
+        let old = s.check(&request_with(&c), 1400).unwrap().unwrap();
+        let renewed = old.renewed_cookie.expect("renewed past half its life");
+        let who = s.check(&request_with(&renewed), 1900).unwrap().unwrap();
+        assert_eq!(who.expires, Some(2000));
+        assert!(s.check(&request_with(&c), 1601).is_err(), "expired");
+        assert!(s.check(&HeaderMap::new(), 1000).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_token_session_never_outlives_its_token() {
+        let s = sessions(&[]);
+        let c = s.open(&ann(Some(1200)), 1000).unwrap();
+        assert!(c.contains("Max-Age=200"));
+        let who = s.check(&request_with(&c), 1150).unwrap().unwrap();
+        assert_eq!(who.expires, Some(1200));
+        assert!(who.renewed_cookie.is_none(), "nothing left to renew");
+    }
+
+    #[test]
+    fn forged_or_foreign_cookies_are_refused() {
+        let s = sessions(&[]);
+        let c = s.open(&ann(None), 1000).unwrap();
+        let value = c
+            .split(';')
+            .next()
+            .unwrap()
+            .trim_start_matches("AuthSession=");
+        let (body, sig) = value.split_once('.').unwrap();
+        let forged_body = B64.encode(br#"{"u":"bob","r":[],"e":99999}"#);
+        for bad in [
+            format!("AuthSession={forged_body}.{sig}"),
+            format!("AuthSession={body}.{}", B64.encode([0u8; 32])),
+            "AuthSession=garbage".to_string(),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(http::header::COOKIE, bad.parse().unwrap());
+            assert_eq!(s.check(&h, 1000).unwrap_err().status(), 401, "{bad}");
+        }
+        let other = Sessions::new(
+            &Config::from_args(
+                Args::try_parse_from(["couchgate", "--session-secret", "another-secret-0123"])
+                    .unwrap(),
+            )
+            .unwrap(),
+        );
+        assert!(other.check(&request_with(&c), 1000).is_err());
+        assert!(s.close().contains("Max-Age=0"));
+    }
+}
