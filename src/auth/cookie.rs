@@ -25,7 +25,7 @@ struct Payload {
     u: String,
     /// Roles.
     r: Vec<String>,
-    /// Expiry, Unix seconds.
+    /// Expiry: refused from this second (Unix time) on.
     e: u64,
     /// The latest a renewal may reach, Unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,7 +143,7 @@ impl Sessions {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or_else(bad)?;
-        if p.e < now {
+        if now >= p.e {
             return Err(bad());
         }
         let renewable = p.l.map_or(true, |l| l > p.e);
@@ -236,7 +236,7 @@ mod tests {
         let renewed = old.renewed_cookie.expect("renewed past half its life");
         let who = s.check(&request_with(&renewed), 1900).unwrap().unwrap();
         assert_eq!(who.expires, Some(2000));
-        assert!(s.check(&request_with(&c), 1601).is_err(), "expired");
+        assert!(s.check(&request_with(&c), 1600).is_err(), "expired");
         assert!(s.check(&HeaderMap::new(), 1000).unwrap().is_none());
     }
 

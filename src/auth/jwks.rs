@@ -41,7 +41,7 @@ pub struct Jwks {
     min_refresh: Duration,
     last_kid_refresh: Mutex<Option<Instant>>,
     /// Held while fetching: one fetch at a time, and a way to wait for the current one.
-    fetching: tokio::sync::Mutex<()>,
+    fetching: Arc<tokio::sync::Mutex<()>>,
     tokens: Arc<TokenCache>,
 }
 
@@ -79,7 +79,7 @@ impl Jwks {
             allowed: allowed.to_vec(),
             min_refresh,
             last_kid_refresh: Mutex::new(None),
-            fetching: tokio::sync::Mutex::new(()),
+            fetching: Arc::new(tokio::sync::Mutex::new(())),
             tokens,
         })
     }
@@ -94,12 +94,18 @@ impl Jwks {
         )
     }
 
-    /// Keeps the keys fresh for as long as the runtime runs.
+    /// Keeps the keys fresh for as long as the runtime runs. The first fetch holds the fetch
+    /// lock from now on, so a request arriving meanwhile waits for it.
     pub fn spawn_refresher(self: &Arc<Self>) {
         let me = Arc::clone(self);
+        let mut first = Arc::clone(&self.fetching).try_lock_owned().ok();
         tokio::spawn(async move {
             loop {
-                let wait = match me.fetch().await {
+                let fetched = match first.take() {
+                    Some(guard) => me.fetch_locked(guard).await,
+                    None => me.fetch().await,
+                };
+                let wait = match fetched {
                     Ok(max_age) => period(max_age),
                     Err(e) => {
                         tracing::warn!(url = %me.url, error = %e.reason(), "cannot fetch JWKS keys");
@@ -112,8 +118,15 @@ impl Jwks {
     }
 
     /// For a token whose `kid` is unknown: fetches again unless that was done less than
-    /// `min_refresh` ago, in which case it waits for a fetch in progress, if any.
+    /// `min_refresh` ago, in which case it waits for a fetch in progress, if any. Before the
+    /// first successful fetch, it first waits for the one in progress.
     pub async fn refresh_for_unknown_kid(&self) {
+        if !self.ever_loaded() {
+            drop(self.fetching.lock().await);
+            if self.ever_loaded() {
+                return;
+            }
+        }
         let allowed = {
             let mut last = self
                 .last_kid_refresh
@@ -136,9 +149,23 @@ impl Jwks {
         }
     }
 
+    fn ever_loaded(&self) -> bool {
+        self.loaded
+            .lock()
+            .expect("never poisoned: no panics under the lock")
+            .is_some()
+    }
+
     /// Fetches the key set; the answer's `max-age`, if it gives one.
     async fn fetch(&self) -> Result<Option<Duration>> {
-        let _one_at_a_time = self.fetching.lock().await;
+        let guard = Arc::clone(&self.fetching).lock_owned().await;
+        self.fetch_locked(guard).await
+    }
+
+    async fn fetch_locked(
+        &self,
+        _one_at_a_time: tokio::sync::OwnedMutexGuard<()>,
+    ) -> Result<Option<Duration>> {
         let req = Request::builder()
             .method(Method::GET)
             .uri(&self.url)

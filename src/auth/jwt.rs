@@ -29,7 +29,7 @@ fn unauthorized(reason: &str) -> Error {
     Error::Unauthorized(reason.into())
 }
 
-/// Verified tokens by SHA-256, with the instant (Unix seconds) they stop being accepted.
+/// Verified tokens by SHA-256, with the second (Unix time) from which they are refused.
 #[derive(Debug, Default)]
 pub struct TokenCache {
     map: DashMap<[u8; 32], (Identity, u64)>,
@@ -39,7 +39,7 @@ impl TokenCache {
     fn get(&self, digest: &[u8; 32], now: u64) -> Option<Identity> {
         let hit = self.map.get(digest)?;
         let (identity, until) = hit.value();
-        (now <= *until).then(|| identity.clone())
+        (now < *until).then(|| identity.clone())
     }
 
     fn insert(&self, digest: [u8; 32], identity: Identity, until: u64, now: u64) {
@@ -161,7 +161,7 @@ impl JwtVerifier {
         let header = header(token)?;
         let mut refreshed = false;
         let claims = loop {
-            let (exact, candidates) = self.candidates(&header);
+            let (kid_known, candidates) = self.candidates(&header);
             let mut signature_failed = false;
             let mut verified = None;
             for key in candidates.iter().take(MAX_TRIES) {
@@ -186,7 +186,7 @@ impl JwtVerifier {
                 break claims;
             }
             // A key the token names but we do not know may have been published since.
-            if !exact && !refreshed && !self.jwks.is_empty() {
+            if !kid_known && !refreshed && !self.jwks.is_empty() {
                 refreshed = true;
                 for j in &self.jwks {
                     j.refresh_for_unknown_kid().await;
@@ -195,7 +195,7 @@ impl JwtVerifier {
             }
             return Err(unauthorized(if signature_failed {
                 "token signature does not match"
-            } else if header.kid.is_some() {
+            } else if header.kid.is_some() && !kid_known {
                 "token key id (kid) unknown"
             } else {
                 "token algorithm not accepted"
@@ -207,8 +207,9 @@ impl JwtVerifier {
         Ok(identity)
     }
 
-    /// The keys to try: those with the token's `kid` (`exact`), else the keys without a `kid`
-    /// (static keys), or every key when the token has no `kid`; all allowed its `alg`.
+    /// Whether some key has the token's `kid`, and the keys to try: those with that `kid`,
+    /// else the keys without one (static keys); every key when the token names none. Only keys
+    /// allowed the token's `alg` are tried.
     fn candidates(&self, header: &Header) -> (bool, Vec<Arc<Key>>) {
         let fetched: Vec<Arc<Vec<Arc<Key>>>> = self.jwks.iter().map(|j| j.keys()).collect();
         let all = || {
@@ -217,26 +218,18 @@ impl JwtVerifier {
                 .chain(fetched.iter().flat_map(|k| k.iter()))
         };
         let allowed = |k: &&Arc<Key>| k.allows(header.alg);
-        match &header.kid {
-            Some(kid) => {
-                let exact: Vec<Arc<Key>> = all()
-                    .filter(|k| k.kid.as_deref() == Some(kid.as_str()))
-                    .filter(allowed)
-                    .cloned()
-                    .collect();
-                if !exact.is_empty() {
-                    return (true, exact);
-                }
-                let known = all().any(|k| k.kid.as_deref() == Some(kid.as_str()));
-                let without_kid = all()
-                    .filter(|k| k.kid.is_none())
-                    .filter(allowed)
-                    .cloned()
-                    .collect();
-                (known, without_kid)
+        let Some(kid) = header.kid.as_deref() else {
+            return (false, all().filter(allowed).cloned().collect());
+        };
+        let known = all().any(|k| k.kid.as_deref() == Some(kid));
+        let want = |k: &&Arc<Key>| {
+            if known {
+                k.kid.as_deref() == Some(kid)
+            } else {
+                k.kid.is_none()
             }
-            None => (false, all().filter(allowed).cloned().collect()),
-        }
+        };
+        (known, all().filter(want).filter(allowed).cloned().collect())
     }
 
     fn identity(&self, claims: &Value, now: u64) -> Result<Identity> {
@@ -272,13 +265,14 @@ impl JwtVerifier {
                 _ => vec![],
             })
             .unwrap_or_default();
-        // `exp` is required and checked by now; a fractional one counts down.
+        // `exp` is required and checked by now; a fractional one counts down. The token is
+        // refused from the second after `exp` + leeway.
         let exp = claims.get("exp").and_then(Value::as_f64).unwrap_or(0.0) as u64;
         Ok(Identity {
             user,
             roles,
             method: AuthMethod::Jwt,
-            expires: Some(exp.saturating_add(self.leeway)),
+            expires: Some(exp.saturating_add(self.leeway).saturating_add(1)),
             service: None,
             renewed_cookie: None,
         })

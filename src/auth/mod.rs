@@ -53,7 +53,7 @@ pub struct Identity {
     pub user: String,
     pub roles: Vec<String>,
     pub method: AuthMethod,
-    /// Unix time (seconds) from which the credential is no longer accepted, if it expires.
+    /// The second (Unix time) from which the credential is refused, if it expires.
     pub expires: Option<u64>,
     /// The service acting for `user` through the act-as header.
     pub service: Option<String>,
@@ -300,7 +300,7 @@ mod tests {
             user: "ann".into(),
             roles: vec!["r".into()],
             method: AuthMethod::Jwt,
-            expires: Some(exp + 30),
+            expires: Some(exp + 31),
             service: None,
             renewed_cookie: None,
         };

@@ -230,6 +230,42 @@ impl Gate {
         }
     }
 
+    /// couchgate over `backend` with a fresh backing database and only the given flags beyond
+    /// listen, backend and database (no `--jwt-secret`).
+    pub fn start_with_args(backend: &Backend, args: &[&str]) -> Gate {
+        let database = unique_db();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_couchgate"))
+            .args(["--listen", "127.0.0.1:0", "--couchdb-url", &backend.url])
+            .args(["--database", &database])
+            .args(args)
+            .env("COUCHGATE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+            s
+        });
+        let url = line
+            .trim()
+            .strip_prefix("couchgate listening on ")
+            .unwrap_or_else(|| panic!("couchgate did not start: {line:?}"))
+            .to_owned();
+        Gate {
+            url,
+            database,
+            backend_url: backend.url.clone(),
+            child,
+            stderr: Some(stderr),
+        }
+    }
+
     /// Stops couchgate with SIGTERM (a graceful shutdown) and returns what it logged.
     pub fn terminate(mut self) -> String {
         let _ = Command::new("kill")
