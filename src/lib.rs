@@ -8,7 +8,8 @@
 //! - [`server`]: accepts connections (TCP or TLS), caps them, shuts down gracefully.
 //! - [`proxy`]: the one request entry point, `Proxy::handle`; CORS; errors become responses.
 //! - [`routing`]: pure `method + path -> Route`.
-//! - [`auth`]: bearer JWT validation, giving the caller's user name.
+//! - [`auth`]: credentials (bearer JWTs from static keys or JWKS URLs, session cookies, Basic
+//!   auth checked by the backend), failure limits, and the service and read-only roles.
 //! - [`handlers`]: one module per CouchDB endpoint family (`changes`, `all_docs`, `bulk_docs`, ...).
 //! - [`namespace`]: pure id encoding (user, virtual db, client id) <-> backing `_id`, and the
 //!   JSON rewriting of responses.
