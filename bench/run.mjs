@@ -196,6 +196,7 @@ async function main() {
   const ctx = new Context(name, args, dir);
   const started = new Date();
   const info = machineInfo();
+  const loadStart = os.loadavg().map((x) => x.toFixed(2)).join(' ');
   log(`${name}: logs in ${dir}`);
   let error = null;
   let stopping = false;
@@ -231,8 +232,9 @@ async function main() {
       ['started / finished', `${started.toISOString()} / ${finished.toISOString()} (${((finished - started) / 60000).toFixed(1)} min)`],
       ['machine', `${info.nproc} cores (${info.cpu}), ${info.memory} RAM, ${info.kernel}, ulimit -n ${info.ulimitN}`],
       ['toolchain', `node ${info.node}, ${info.rustc}`],
-      ['couchgate', `${info.binary}; source ${info.commit}`],
+      ['couchgate', `${info.binary}; source tree: ${info.commit}${info.stale ? `; **${info.stale}**` : ''}`],
       ['backend', ctx.backend ? ctx.backend.version : 'n/a'],
+      ['load average (1/5/15 min)', `at start ${loadStart}; at end ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`],
       ['options', Object.entries(args).map(([k, v]) => `--${k} ${v === '' ? "''" : v}`).join(' ')],
     ]),
     '',

@@ -201,6 +201,15 @@ export function machineInfo(bin = couchgateBin()) {
   let binInfo = 'n/a';
   try { const st = fs.statSync(bin); binInfo = `${path.relative(ROOT, bin) || bin} (built ${st.mtime.toISOString()}, ${(st.size / 1048576).toFixed(1)} MiB)`; } catch { /* missing */ }
   const dirty = sh('git', ['status', '--porcelain', '--', 'src', 'Cargo.toml', 'Cargo.lock']);
+  // Is the binary older than the source it is supposed to measure?
+  let newest = 0; let newestFile = '';
+  const walk = (d) => { for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+    const p = path.join(d, e.name);
+    if (e.isDirectory()) walk(p); else { const m = fs.statSync(p).mtimeMs; if (m > newest) { newest = m; newestFile = p; } }
+  } };
+  try { walk(path.join(ROOT, 'src')); for (const f of ['Cargo.toml', 'Cargo.lock']) { const m = fs.statSync(path.join(ROOT, f)).mtimeMs; if (m > newest) { newest = m; newestFile = f; } } } catch { /* no source tree */ }
+  let stale = '';
+  try { if (newest > fs.statSync(bin).mtimeMs) stale = `binary is OLDER than the source tree: ${path.relative(ROOT, newestFile)} changed at ${new Date(newest).toISOString()}`; } catch { /* missing */ }
   return {
     nproc: sh('nproc', []),
     cpu,
@@ -208,8 +217,9 @@ export function machineInfo(bin = couchgateBin()) {
     kernel: `${os.type()} ${os.release()}`,
     node: process.version,
     rustc: sh('rustc', ['--version']),
-    commit: `${sh('git', ['rev-parse', '--short', 'HEAD'])}${dirty && dirty !== 'n/a' ? ` + uncommitted changes in src (${dirty.split('\n').length} files)` : ''}`,
+    commit: `HEAD ${sh('git', ['rev-parse', '--short', 'HEAD'])}${dirty && dirty !== 'n/a' ? ` + uncommitted changes in src (${dirty.split('\n').length} files)` : ''} at the start of the run`,
     binary: binInfo,
+    stale,
     ulimitN: sh('sh', ['-c', 'ulimit -n']),
   };
 }
