@@ -57,6 +57,20 @@ pub fn query_string<'a>(pairs: impl IntoIterator<Item = (&'a str, String)>) -> S
     out
 }
 
+/// An HTTP(S) connector trusting the system's root certificates, with a connect timeout.
+pub fn https_connector() -> Result<HttpsConnector<HttpConnector>> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(5)));
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .map_err(|e| Error::Internal(format!("loading TLS roots: {e}")))?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http))
+}
+
 /// The backing CouchDB.
 #[derive(Clone)]
 pub struct Backend {
@@ -98,16 +112,7 @@ impl Backend {
         let _ = url.set_password(None);
         let base = url.as_str().trim_end_matches('/').to_string();
 
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| Error::Internal(format!("loading TLS roots: {e}")))?
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let connector = https_connector()?;
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(config.backend_pool_idle)
             .pool_idle_timeout(Duration::from_secs(30))

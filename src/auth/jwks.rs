@@ -61,15 +61,7 @@ impl Jwks {
         min_refresh: Duration,
         tokens: Arc<TokenCache>,
     ) -> Result<Jwks> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| Error::Internal(format!("loading TLS roots: {e}")))?
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let connector = crate::backend::https_connector()?;
         Ok(Jwks {
             url: url.to_owned(),
             client: Client::builder(TokioExecutor::new()).build(connector),

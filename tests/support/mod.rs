@@ -198,45 +198,24 @@ impl Gate {
     }
 
     pub fn start_on(backend: &Backend, database: &str, listen: &str, extra: &[&str]) -> Gate {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_couchgate"))
-            .args(["--listen", listen, "--couchdb-url", &backend.url])
-            .args(["--database", database, "--jwt-secret", SECRET])
-            .args(extra)
-            .env("COUCHGATE_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let mut stderr = child.stderr.take().unwrap();
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
-            s
-        });
-        let url = line
-            .trim()
-            .strip_prefix("couchgate listening on ")
-            .unwrap_or_else(|| panic!("couchgate did not start: {line:?}"))
-            .to_owned();
-        Gate {
-            url,
-            database: database.to_owned(),
-            backend_url: backend.url.clone(),
-            child,
-            stderr: Some(stderr),
-        }
+        let mut args = vec!["--listen", listen, "--jwt-secret", SECRET];
+        args.extend_from_slice(extra);
+        Gate::spawn(backend, database, &args)
     }
 
     /// couchgate over `backend` with a fresh backing database and only the given flags beyond
     /// listen, backend and database (no `--jwt-secret`).
     pub fn start_with_args(backend: &Backend, args: &[&str]) -> Gate {
-        let database = unique_db();
+        let mut all = vec!["--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        Gate::spawn(backend, &unique_db(), &all)
+    }
+
+    /// Runs the binary with `--couchdb-url`, `--database` and `args`, and waits for its
+    /// listening line.
+    fn spawn(backend: &Backend, database: &str, args: &[&str]) -> Gate {
         let mut child = Command::new(env!("CARGO_BIN_EXE_couchgate"))
-            .args(["--listen", "127.0.0.1:0", "--couchdb-url", &backend.url])
-            .args(["--database", &database])
+            .args(["--couchdb-url", &backend.url, "--database", database])
             .args(args)
             .env("COUCHGATE_LOG", "warn")
             .stdout(Stdio::piped())
@@ -259,7 +238,7 @@ impl Gate {
             .to_owned();
         Gate {
             url,
-            database,
+            database: database.to_owned(),
             backend_url: backend.url.clone(),
             child,
             stderr: Some(stderr),
