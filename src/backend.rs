@@ -234,6 +234,53 @@ impl Backend {
     }
 }
 
+/// One page of a backend `_changes` answer: its rows and the sequence it ends at.
+#[derive(Debug)]
+pub struct ChangesPage {
+    pub rows: Vec<Value>,
+    pub last_seq: Value,
+}
+
+impl Backend {
+    /// Reads one page of the shared database's `_changes` after `since` (an opaque backend
+    /// sequence, sent back exactly as the backend gave it), with further query parameters.
+    pub async fn changes_page(
+        &self,
+        since: &Value,
+        params: Vec<(&str, String)>,
+        doc_ids: Option<&Value>,
+        timeout: Duration,
+    ) -> Result<ChangesPage> {
+        let since_text = match since {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let mut q = vec![("since", since_text)];
+        q.extend(params);
+        let (method, body) = match doc_ids {
+            Some(ids) => {
+                q.push(("filter", "_doc_ids".into()));
+                (Method::POST, Some(serde_json::json!({ "doc_ids": ids })))
+            }
+            None => (Method::GET, None),
+        };
+        let url = self.db_url(&format!("/_changes{}", query_string(q)));
+        let (_, mut answer) = self
+            .json_with_timeout(method, &url, body.as_ref(), timeout)
+            .await?;
+        let rows = match answer.get_mut("results").map(Value::take) {
+            Some(Value::Array(rows)) => rows,
+            _ => return Err(Error::BadGateway("_changes answer without results".into())),
+        };
+        let last_seq = answer
+            .get("last_seq")
+            .cloned()
+            .filter(|v| !v.is_null())
+            .unwrap_or_else(|| since.clone());
+        Ok(ChangesPage { rows, last_seq })
+    }
+}
+
 pub fn parse_json(bytes: &[u8]) -> Result<Value> {
     serde_json::from_slice(bytes)
         .map_err(|_| Error::BadGateway("the backend answered something that is not JSON".into()))

@@ -4,13 +4,11 @@
 //! Its cost grows with every user's changes, not the caller's own; a per-user index replaces it.
 //! It is kept as the simple, obviously correct reference.
 
-use crate::backend::query_string;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::handlers::changes::{Batch, Opts, Row};
 use crate::namespace::Namespace;
 use crate::proxy::State;
 use crate::seq::Position;
-use http::Method;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -29,13 +27,9 @@ pub async fn fetch(
     since: &Value,
     wait: Option<Duration>,
 ) -> Result<Batch> {
-    let since_text = match since {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    let mut q = vec![("since", since_text)];
+    let mut q = vec![];
     if opts.descending {
-        q.push(("descending", "true".into()));
+        q.push(("descending", "true".to_owned()));
     } else {
         q.push(("limit", PAGE.to_string()));
     }
@@ -52,48 +46,38 @@ pub async fn fetch(
         q.push(("feed", "longpoll".into()));
         q.push(("timeout", w.as_millis().to_string()));
     }
-    let (method, body) = match &opts.doc_ids {
+    let doc_ids = match &opts.doc_ids {
         Some(ids) => {
-            q.push(("filter", "_doc_ids".into()));
-            let encoded: Vec<String> = ids
+            let encoded: Vec<Value> = ids
                 .iter()
                 .filter_map(|id| ns.encode_doc_id(id).ok())
+                .map(Value::String)
                 .collect();
             if encoded.is_empty() {
                 // Nothing can match; answer without asking the backend to wait.
                 return Ok(Batch::empty(Position::backend(since.clone())));
             }
-            (Method::POST, Some(json!({ "doc_ids": encoded })))
+            Some(Value::Array(encoded))
         }
-        None => (Method::GET, None),
+        None => None,
     };
-    let url = st.backend.db_url(&format!("/_changes{}", query_string(q)));
     let timeout = st.backend.timeout() + wait.unwrap_or_default();
-    let call = st
-        .backend
-        .json_with_timeout(method, &url, body.as_ref(), timeout);
-    let answer = match wait {
-        None => call.await?.1,
+    let call = st.backend.changes_page(since, q, doc_ids.as_ref(), timeout);
+    let page = match wait {
+        None => call.await?,
         // Not every backend ends a longpoll at its `timeout` (PouchDB Server never does), so
         // the wait is enforced here too. Giving up returns nothing new: the next call resumes
         // from the same position, so no change is lost.
         Some(w) => match tokio::time::timeout(w + WAIT_GRACE, call).await {
-            Ok(r) => r?.1,
+            Ok(r) => r?,
             Err(_) => return Ok(Batch::empty(Position::backend(since.clone()))),
         },
     };
-    let results = answer
-        .get("results")
-        .and_then(Value::as_array)
-        .ok_or_else(|| Error::BadGateway("_changes answer without results".into()))?;
+    let results = page.rows;
     let caught_up = opts.descending || results.len() < PAGE;
-    let last_seq = answer
-        .get("last_seq")
-        .cloned()
-        .filter(|v| !v.is_null())
-        .unwrap_or_else(|| since.clone());
+    let last_seq = page.last_seq;
     let mut rows = Vec::new();
-    for r in results {
+    for r in &results {
         let Some(id) = r
             .get("id")
             .and_then(Value::as_str)

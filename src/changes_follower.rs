@@ -9,11 +9,10 @@
 //! namespace's `_changes`, [`Follower::wait_synced`] makes the follower finish a catch-up pass
 //! that started after the write, so the write is in the index.
 
-use crate::backend::{query_string, Backend};
+use crate::backend::Backend;
 use crate::changes_index::{ChangesIndex, Snapshot};
 use crate::error::{Error, Result};
 use dashmap::DashMap;
-use http::Method;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,12 +96,7 @@ impl Follower {
     }
 
     async fn fetch(&self, since: &Value, longpoll: bool) -> Result<(Vec<Value>, Value)> {
-        let since_text = match since {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
         let mut q = vec![
-            ("since", since_text),
             ("style", "all_docs".to_owned()),
             ("limit", PAGE.to_string()),
         ];
@@ -110,25 +104,9 @@ impl Follower {
             q.push(("feed", "longpoll".into()));
             q.push(("timeout", LONGPOLL.as_millis().to_string()));
         }
-        let url = self
-            .backend
-            .db_url(&format!("/_changes{}", query_string(q)));
         let timeout = self.backend.timeout() + if longpoll { LONGPOLL } else { Duration::ZERO };
-        let (_, answer) = self
-            .backend
-            .json_with_timeout(Method::GET, &url, None, timeout)
-            .await?;
-        let rows = answer
-            .get("results")
-            .and_then(Value::as_array)
-            .cloned()
-            .ok_or_else(|| Error::BadGateway("_changes answer without results".into()))?;
-        let last = answer
-            .get("last_seq")
-            .cloned()
-            .filter(|v| !v.is_null())
-            .unwrap_or_else(|| since.clone());
-        Ok((rows, last))
+        let page = self.backend.changes_page(since, q, None, timeout).await?;
+        Ok((page.rows, page.last_seq))
     }
 
     /// Reads pages until the backend has nothing more.

@@ -32,7 +32,19 @@ pub struct State {
     pub follower: Option<Arc<Follower>>,
 }
 
+/// How long a request waits for the changes index to catch up with this instance's writes.
+const INDEX_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl State {
+    /// The changes index, when it is on, ready, and holds every write acknowledged through
+    /// this instance to `ns`; `None` means: ask the backend instead.
+    pub async fn synced_index(&self, ns: &crate::namespace::Namespace) -> Option<&Arc<Follower>> {
+        let f = self.follower.as_ref()?;
+        f.wait_synced(ns.partition(), INDEX_SYNC_WAIT)
+            .await
+            .then_some(f)
+    }
+
     /// Records a write acknowledged to the client, for read-your-writes in `_changes`.
     pub fn note_write(&self, ns: &crate::namespace::Namespace) {
         if let Some(f) = &self.follower {

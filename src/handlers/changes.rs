@@ -94,26 +94,22 @@ pub enum Source {
 
 /// Rows read from the index per batch.
 const INDEX_BATCH: usize = 1000;
-/// How long a `_changes` request waits for the index to catch up with its own writes.
-const SYNC_WAIT: Duration = Duration::from_secs(10);
 
 /// The index when it can answer for this `since` (ready, caught up with this instance's writes
 /// to the namespace, and `since` is its own or a start), otherwise the filtered feed.
 async fn choose_source(st: &State, ns: &Namespace, opts: &Opts) -> (Source, Position) {
-    if let Some(f) = &st.follower {
-        if f.wait_synced(ns.partition(), SYNC_WAIT).await {
-            let ix = &f.index;
-            let since = match &opts.since {
-                Since::Zero => Some(Position {
-                    backend: json!(0),
-                    index: Some((ix.id().to_owned(), 0)),
-                }),
-                Since::Now => Some(ix.position()),
-                Since::At(p) => ix.ordinal_of(p).map(|_| p.clone()),
-            };
-            if let Some(since) = since {
-                return (Source::Index(Arc::clone(f)), since);
-            }
+    if let Some(f) = st.synced_index(ns).await {
+        let ix = &f.index;
+        let since = match &opts.since {
+            Since::Zero => Some(Position {
+                backend: json!(0),
+                index: Some((ix.id().to_owned(), 0)),
+            }),
+            Since::Now => Some(ix.position()),
+            Since::At(p) => ix.ordinal_of(p).map(|_| p.clone()),
+        };
+        if let Some(since) = since {
+            return (Source::Index(Arc::clone(f)), since);
         }
     }
     let since = match &opts.since {

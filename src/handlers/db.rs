@@ -10,7 +10,6 @@ use crate::proxy::{not_allowed, State};
 use http::{Method, Response, StatusCode};
 use rand::RngCore;
 use serde_json::{json, Value};
-use std::time::Duration;
 
 /// Ids counted per backend request when a namespace's documents are counted.
 const COUNT_PAGE: usize = 10_000;
@@ -54,15 +53,11 @@ pub async fn handle(st: &State, who: &Identity, db: &str, req: Req) -> Result<Re
 
 /// `GET /{db}`: figures of this namespace only, never of the shared database.
 async fn info(st: &State, ns: &Namespace, db: &str) -> Result<Response<Body>> {
-    let indexed = match &st.follower {
-        Some(f) if f.wait_synced(ns.partition(), Duration::from_secs(10)).await => {
+    let (doc_count, doc_del_count, update_seq) = match st.synced_index(ns).await {
+        Some(f) => {
             let (live, deleted) = f.index.counts(ns.partition());
-            Some((live, deleted, st.seqs.seal_position(&f.index.position())))
+            (live, deleted, st.seqs.seal_position(&f.index.position()))
         }
-        _ => None,
-    };
-    let (doc_count, doc_del_count, update_seq) = match indexed {
-        Some(figures) => figures,
         None => {
             let (_, shared) = st
                 .backend
@@ -70,7 +65,7 @@ async fn info(st: &State, ns: &Namespace, db: &str) -> Result<Response<Body>> {
                 .await?;
             // Without the index, deleted documents are not counted.
             (
-                count_docs(st, ns).await?,
+                count_range(st, &ns.start_key(), &ns.end_key()).await?,
                 0,
                 st.seqs.seal(&shared["update_seq"]),
             )
@@ -93,9 +88,13 @@ async fn info(st: &State, ns: &Namespace, db: &str) -> Result<Response<Body>> {
     ))
 }
 
-/// Counts the live documents of a namespace by walking its `_all_docs` range.
+/// Counts the live documents of a namespace: from the changes index when it is synced,
+/// otherwise by walking the namespace's `_all_docs` range.
 pub async fn count_docs(st: &State, ns: &Namespace) -> Result<u64> {
-    count_range(st, &ns.start_key(), &ns.end_key()).await
+    match st.synced_index(ns).await {
+        Some(f) => Ok(f.index.counts(ns.partition()).0),
+        None => count_range(st, &ns.start_key(), &ns.end_key()).await,
+    }
 }
 
 /// Counts the ids in `[start, end)` of the backing `_all_docs`.

@@ -182,7 +182,7 @@ pub async fn post(st: &State, ns: &Namespace, req: Req) -> Result<Response<Body>
     let backing = ns.encode_id(&id)?;
     set_id(&mut doc, backing.clone());
     let body = Bytes::from(serde_json::to_vec(&doc)?);
-    let resp = write(
+    write(
         st,
         ns,
         Method::PUT,
@@ -191,8 +191,7 @@ pub async fn post(st: &State, ns: &Namespace, req: Req) -> Result<Response<Body>
         body,
         HeaderValue::from_static("application/json"),
     )
-    .await?;
-    Ok(resp)
+    .await
 }
 
 async fn delete(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Response<Body>> {
