@@ -9,42 +9,13 @@
 
 mod support;
 
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use reqwest::Method;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{Answer, Backend, Client, Gate};
-
-fn enc(s: &str) -> String {
-    utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
-}
-
-/// Asserts a CouchDB error whose body is exactly `{"error","reason"}`.
-fn couch_error(a: &Answer, status: u16, name: &str, what: &str) {
-    assert_eq!(a.status.as_u16(), status, "{what}: {}", a.body);
-    shaped(a, what);
-    assert_eq!(a.body["error"], name, "{what}: {}", a.body);
-}
-
-/// Asserts an error body is exactly `{"error": string, "reason": string}`.
-fn shaped(a: &Answer, what: &str) {
-    assert!(a.body["error"].is_string(), "{what}: {}", a.body);
-    assert!(a.body["reason"].is_string(), "{what}: {}", a.body);
-    assert_eq!(
-        a.body.as_object().map(Map::len),
-        Some(2),
-        "{what}: an error body is exactly {{error, reason}}: {}",
-        a.body
-    );
-}
-
-fn ok(a: Answer, what: &str) -> Value {
-    assert!(a.status.is_success(), "{what}: {} {}", a.status, a.body);
-    a.body
-}
+use support::{couch_error, enc, ok, shaped, Answer, Backend, Client, Gate};
 
 /// `GET /` answers CouchDB's welcome.
 async fn welcome(url: &str) {

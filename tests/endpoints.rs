@@ -122,7 +122,7 @@ async fn documents() {
 
     // Ids with slashes, colons, percent signs and unicode round-trip.
     for id in ["a/b", "a:b", "100%", "ü ñ", "a%2Fb", "._."] {
-        let path = format!("/notes/{}", urlencode(id));
+        let path = format!("/notes/{}", support::enc(id));
         alice.put(&path, json!({"k": id})).await.ok();
         let d = alice.get(&path).await.ok();
         assert_eq!(d["_id"], id);
@@ -155,10 +155,6 @@ async fn documents() {
             "{id}"
         );
     }
-}
-
-fn urlencode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 #[tokio::test]

@@ -8,12 +8,11 @@
 
 mod support;
 
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use support::{Answer, Backend, Client, Gate};
+use support::{couch_error, enc, ok, shaped, Answer, Backend, Client, Gate};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Text only Alice's documents and attachments contain.
@@ -39,27 +38,9 @@ const USERS: &[&str] = &[
     "_admin",
 ];
 
-/// One path segment, percent-encoded.
-fn enc(s: &str) -> String {
-    utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
-}
-
 /// A JSON query parameter value.
 fn qj(v: &Value) -> String {
     enc(&v.to_string())
-}
-
-/// Asserts a CouchDB error whose body is exactly `{"error","reason"}`.
-fn couch_error(a: &Answer, status: u16, name: &str, what: &str) {
-    assert_eq!(a.status.as_u16(), status, "{what}: {}", a.body);
-    assert_eq!(a.body["error"], name, "{what}: {}", a.body);
-    assert!(a.body["reason"].is_string(), "{what}: {}", a.body);
-    assert_eq!(
-        a.body.as_object().map(Map::len),
-        Some(2),
-        "{what}: an error body is exactly {{error, reason}}: {}",
-        a.body
-    );
 }
 
 /// A 404 with a CouchDB-shaped body. Used for missing attachments, whose error *name* is pinned
@@ -67,19 +48,7 @@ fn couch_error(a: &Answer, status: u16, name: &str, what: &str) {
 /// here whatever that name is.
 fn missing(a: &Answer, what: &str) {
     assert_eq!(a.status.as_u16(), 404, "{what}: {}", a.body);
-    assert!(a.body["error"].is_string(), "{what}: {}", a.body);
-    assert!(a.body["reason"].is_string(), "{what}: {}", a.body);
-    assert_eq!(
-        a.body.as_object().map(Map::len),
-        Some(2),
-        "{what}: {}",
-        a.body
-    );
-}
-
-fn ok(a: Answer, what: &str) -> Value {
-    assert!(a.status.is_success(), "{what}: {} {}", a.status, a.body);
-    a.body
+    shaped(a, what);
 }
 
 /// Asserts that an answer given to someone else never carries Alice's private text.

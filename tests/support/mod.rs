@@ -328,6 +328,36 @@ impl Answer {
     }
 }
 
+/// Asserts an error body is exactly `{"error": string, "reason": string}`.
+pub fn shaped(a: &Answer, what: &str) {
+    assert!(a.body["error"].is_string(), "{what}: {}", a.body);
+    assert!(a.body["reason"].is_string(), "{what}: {}", a.body);
+    assert_eq!(
+        a.body.as_object().map(serde_json::Map::len),
+        Some(2),
+        "{what}: an error body is exactly {{error, reason}}: {}",
+        a.body
+    );
+}
+
+/// Asserts a CouchDB error of this status and name whose body is exactly `{"error","reason"}`.
+pub fn couch_error(a: &Answer, status: u16, name: &str, what: &str) {
+    assert_eq!(a.status.as_u16(), status, "{what}: {}", a.body);
+    shaped(a, what);
+    assert_eq!(a.body["error"], name, "{what}: {}", a.body);
+}
+
+/// Asserts success and returns the body.
+pub fn ok(a: Answer, what: &str) -> Value {
+    assert!(a.status.is_success(), "{what}: {} {}", a.status, a.body);
+    a.body
+}
+
+/// One path segment, percent-encoded.
+pub fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
 impl Client {
     pub fn new(base: &str, token: Option<String>) -> Client {
         Client {
