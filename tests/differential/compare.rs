@@ -28,47 +28,26 @@ const HEADERS: &[&str] = &["content-type", "etag", "location", "cache-control"];
 /// Members holding sequences.
 const SEQ_KEYS: &[&str] = &["seq", "last_seq", "update_seq", "purge_seq", "_local_seq"];
 
-struct Labels {
-    revs: HashMap<String, String>,
-    hashes: HashMap<String, String>,
-    db: String,
+struct Labels<'a> {
+    labels: &'a HashMap<String, String>,
+    db: &'a str,
 }
 
-impl Labels {
-    fn of(t: &Target) -> Labels {
-        let mut revs = HashMap::new();
-        let mut hashes = HashMap::new();
-        for (id, list) in &t.revs {
-            for (n, rev) in list.iter().enumerate() {
-                let label = format!("{id}@{}", n + 1);
-                if let Some((_, hash)) = rev.split_once('-') {
-                    hashes.insert(hash.to_owned(), format!("<hash {label}>"));
-                }
-                revs.insert(rev.clone(), format!("<rev {label}>"));
-            }
-        }
-        Labels {
-            revs,
-            hashes,
-            db: t.db.clone(),
-        }
-    }
-
-    fn string(&self, s: &str, uuids: &mut HashMap<String, usize>) -> String {
-        if let Some(l) = self.revs.get(s).or_else(|| self.hashes.get(s)) {
+impl Labels<'_> {
+    fn string(&self, s: &str) -> String {
+        if let Some(l) = self.labels.get(s) {
             return l.clone();
         }
         if is_uuid(s) {
-            let n = uuids.len();
-            return format!("<uuid {}>", *uuids.entry(s.to_owned()).or_insert(n));
+            return "<uuid>".into();
         }
-        s.replace(&self.db, "<db>")
+        s.replace(self.db, "<db>")
     }
 
-    fn value(&self, v: &Value, uuids: &mut HashMap<String, usize>) -> Value {
+    fn value(&self, v: &Value) -> Value {
         match v {
-            Value::String(s) => Value::String(self.string(s, uuids)),
-            Value::Array(a) => Value::Array(a.iter().map(|x| self.value(x, uuids)).collect()),
+            Value::String(s) => Value::String(self.string(s)),
+            Value::Array(a) => Value::Array(a.iter().map(|x| self.value(x)).collect()),
             Value::Object(m) => {
                 let mut out = Map::new();
                 for (k, x) in m {
@@ -79,7 +58,7 @@ impl Labels {
                     } else if k == "sizes" {
                         zero_numbers(x)
                     } else {
-                        self.value(x, uuids)
+                        self.value(x)
                     };
                     out.insert(k.clone(), x);
                 }
@@ -90,7 +69,7 @@ impl Labels {
     }
 }
 
-fn is_uuid(s: &str) -> bool {
+pub fn is_uuid(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
@@ -142,9 +121,11 @@ fn parse_body(bytes: &[u8], content_type: &str) -> Value {
     }
 }
 
-pub fn normalize(a: &Answer, t: &mut Target, step: &Step) -> Normal {
-    let labels = Labels::of(t);
-    let mut uuids = std::mem::take(&mut t.uuids);
+pub fn normalize(a: &Answer, t: &Target, step: &Step) -> Normal {
+    let labels = Labels {
+        labels: &t.labels,
+        db: &t.db,
+    };
     let mut headers = BTreeMap::new();
     for &h in HEADERS {
         if let Some(v) = a.headers.get(h).and_then(|v| v.to_str().ok()) {
@@ -156,7 +137,7 @@ pub fn normalize(a: &Answer, t: &mut Target, step: &Step) -> Normal {
                     .replace(";charset=utf-8", ""),
                 "etag" => {
                     let inner = v.trim_matches('"');
-                    match labels.revs.get(inner) {
+                    match labels.labels.get(inner) {
                         Some(l) => l.clone(),
                         None if step.volatile_etag => "<etag>".into(),
                         None => v.to_owned(),
@@ -167,7 +148,7 @@ pub fn normalize(a: &Answer, t: &mut Target, step: &Step) -> Normal {
                         Some(i) => v[i + 3..].find('/').map_or("", |j| &v[i + 3 + j..]),
                         None => v,
                     };
-                    labels.string(path, &mut uuids)
+                    labels.string(path)
                 }
                 _ => v.to_owned(),
             };
@@ -178,7 +159,7 @@ pub fn normalize(a: &Answer, t: &mut Target, step: &Step) -> Normal {
     let mut body = if step.ignore_body {
         Value::String("<not compared>".into())
     } else {
-        labels.value(&parse_body(&a.bytes, &ct), &mut uuids)
+        labels.value(&parse_body(&a.bytes, &ct))
     };
     if let (Some(keys), Value::Object(m)) = (&step.only_keys, &body) {
         body = Value::Object(
@@ -188,7 +169,6 @@ pub fn normalize(a: &Answer, t: &mut Target, step: &Step) -> Normal {
                 .collect(),
         );
     }
-    t.uuids = uuids;
     Normal {
         status: a.status.as_u16(),
         headers,

@@ -21,8 +21,11 @@ pub struct Target {
     /// The last `last_seq` and the row `seq`s of the last `_changes` answer.
     pub last_seq: Option<Value>,
     pub row_seqs: Vec<Value>,
-    /// Generated uuids seen, numbered by first appearance.
-    pub uuids: HashMap<String, usize>,
+    /// A label for every revision and revision hash learnt, given when first seen (the same
+    /// revision can belong to several documents: it only depends on the content).
+    pub labels: HashMap<String, String>,
+    /// The last generated document id a write answered.
+    pub generated: Option<String>,
 }
 
 enum Auth {
@@ -77,12 +80,13 @@ impl Target {
             revs: HashMap::new(),
             last_seq: None,
             row_seqs: Vec::new(),
-            uuids: HashMap::new(),
+            labels: HashMap::new(),
+            generated: None,
         }
     }
 
-    /// Replaces `${rev:ID}`, `${rev:ID@N}`, `${hash:ID@N}`, `${seq}` and `${seq:K}` with what
-    /// this target answered earlier.
+    /// Replaces `${rev:ID}`, `${rev:ID@N}`, `${hash:ID@N}`, `${seq}`, `${seq:K}`, `${gen}` (the
+    /// last generated id) and `${genrev}` (its revision) with what this target answered earlier.
     pub fn expand(&self, text: &str) -> String {
         let mut out = String::with_capacity(text.len());
         let mut rest = text;
@@ -106,6 +110,8 @@ impl Target {
             other => other.to_string(),
         };
         match kind {
+            "gen" => self.generated.clone().expect("a generated id"),
+            "genrev" => self.lookup(&format!("rev:{}", self.lookup("gen"))),
             "seq" if arg.is_empty() => self.last_seq.as_ref().map(seq_text).unwrap_or_default(),
             "seq" => {
                 let k: usize = arg.parse().expect("seq index");
@@ -209,6 +215,18 @@ impl Target {
                     let revs = self.revs.entry(id.to_owned()).or_default();
                     if !revs.iter().any(|r| r == rev) {
                         revs.push(rev.to_owned());
+                        let label = format!("{id}@{}", revs.len());
+                        if let Some((_, hash)) = rev.split_once('-') {
+                            self.labels
+                                .entry(hash.to_owned())
+                                .or_insert_with(|| format!("<hash {label}>"));
+                        }
+                        self.labels
+                            .entry(rev.to_owned())
+                            .or_insert_with(|| format!("<rev {label}>"));
+                    }
+                    if crate::compare::is_uuid(id) {
+                        self.generated = Some(id.to_owned());
                     }
                 }
             }
@@ -220,10 +238,12 @@ impl Target {
         }
         if let Some(last) = v.get("last_seq") {
             self.last_seq = Some(last.clone());
-            self.row_seqs = v["results"]
-                .as_array()
-                .map(|rows| rows.iter().map(|r| r["seq"].clone()).collect())
-                .unwrap_or_default();
+            match v["results"].as_array() {
+                Some(rows) if !rows.is_empty() => {
+                    self.row_seqs = rows.iter().map(|r| r["seq"].clone()).collect();
+                }
+                _ => {}
+            }
         }
     }
 
