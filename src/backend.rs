@@ -282,7 +282,7 @@ impl Backend {
 }
 
 pub fn parse_json(bytes: &[u8]) -> Result<Value> {
-    serde_json::from_slice(bytes)
+    crate::json::parse(bytes)
         .map_err(|_| Error::BadGateway("the backend answered something that is not JSON".into()))
 }
 

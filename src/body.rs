@@ -86,6 +86,52 @@ where
     }
 }
 
+/// Reads a whole request body of at most `limit` bytes, decoding `Content-Encoding: gzip` (the
+/// decoded body is held to the same limit, so a gzip bomb gets 413).
+pub async fn read_request<B>(headers: &http::HeaderMap, body: B, limit: u64) -> Result<Bytes>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let raw = read_limited(body, limit).await?;
+    decode_content_encoding(headers, raw, limit)
+}
+
+/// Undoes the request's `Content-Encoding`: CouchDB accepts `gzip` (and `identity`).
+pub fn decode_content_encoding(headers: &http::HeaderMap, raw: Bytes, limit: u64) -> Result<Bytes> {
+    use std::io::Read;
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("identity") => Ok(raw),
+        Some("gzip") => {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&raw[..])
+                .take(limit.saturating_add(1))
+                .read_to_end(&mut out)
+                .map_err(|_| Error::bad_request("Request body is not properly gzipped."))?;
+            if out.len() as u64 > limit {
+                return Err(Error::TooLarge(format!(
+                    "the decompressed request body is larger than {limit} bytes"
+                )));
+            }
+            Ok(Bytes::from(out))
+        }
+        Some(other) => Err(Error::BadContentType(format!(
+            "{other} is not a supported content encoding."
+        ))),
+    }
+}
+
+/// Parses a JSON request body, with CouchDB's reasons for what is wrong with it.
+pub fn parse_json(bytes: &[u8]) -> Result<serde_json::Value> {
+    if bytes.is_empty() {
+        return Err(Error::bad_request("Missing request body"));
+    }
+    crate::json::parse(bytes).map_err(|_| Error::bad_request("invalid UTF-8 JSON"))
+}
+
 /// Reads a JSON request body: checks the content type, the size and the syntax.
 pub async fn read_json<B>(
     headers: &http::HeaderMap,
@@ -97,8 +143,7 @@ where
     B::Error: Into<BoxError>,
 {
     require_json_content_type(headers)?;
-    let bytes = read_limited(body, limit).await?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::bad_request(format!("invalid JSON: {e}")))
+    parse_json(&read_request(headers, body, limit).await?)
 }
 
 /// CouchDB answers 415 when a JSON endpoint gets another content type.
@@ -114,5 +159,47 @@ pub fn require_json_content_type(headers: &http::HeaderMap) -> Result<()> {
         Err(Error::BadContentType(
             "Content-Type must be application/json".into(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Bytes {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(data).unwrap();
+        Bytes::from(enc.finish().unwrap())
+    }
+
+    fn with_encoding(enc: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_str(enc).unwrap());
+        h
+    }
+
+    #[test]
+    fn gzip_bodies_are_decoded_within_the_limit() {
+        let h = with_encoding("gzip");
+        let body = decode_content_encoding(&h, gzip(b"{\"a\":1}"), 100).unwrap();
+        assert_eq!(&body[..], b"{\"a\":1}");
+        let bomb = gzip(&vec![b' '; 1 << 20]);
+        assert!(bomb.len() < 10_000);
+        let e = decode_content_encoding(&h, bomb, 64 * 1024).unwrap_err();
+        assert_eq!(e.status(), 413);
+        let e = decode_content_encoding(&h, Bytes::from_static(b"plain"), 100).unwrap_err();
+        assert_eq!(e.reason(), "Request body is not properly gzipped.");
+        let e = decode_content_encoding(&with_encoding("br"), Bytes::new(), 100).unwrap_err();
+        assert_eq!((e.status().as_u16(), e.reason().as_str()), (415, "br is not a supported content encoding."));
+        let plain = decode_content_encoding(&http::HeaderMap::new(), Bytes::from_static(b"x"), 1);
+        assert_eq!(&plain.unwrap()[..], b"x");
+    }
+
+    #[test]
+    fn json_errors_read_like_couchdb() {
+        assert_eq!(parse_json(b"").unwrap_err().reason(), "Missing request body");
+        assert_eq!(parse_json(b"{").unwrap_err().reason(), "invalid UTF-8 JSON");
+        assert_eq!(parse_json(b"[1]").unwrap(), serde_json::json!([1]));
     }
 }

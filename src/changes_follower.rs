@@ -8,6 +8,13 @@
 //! marks its namespace with a write number ([`Follower::note_write`]); before answering that
 //! namespace's `_changes`, [`Follower::wait_synced`] makes the follower finish a catch-up pass
 //! that started after the write, so the write is in the index.
+//!
+//! Winning revisions: every entry lists its leaf revisions with the winner first, so the
+//! index answers `style=main_only` without asking the backend. Apache CouchDB lists them so
+//! (`couch_doc:to_doc_info_path` sorts leaves by `{not deleted, rev}` descending, and
+//! `_changes` keeps that order); PouchDB Server lists them by generation only, so against any
+//! other backend the follower asks `_all_docs` for the winner of each document with several
+//! leaves, once per page, when it reads the page.
 
 use crate::backend::Backend;
 use crate::changes_index::{ChangesIndex, Snapshot};
@@ -36,6 +43,30 @@ pub struct Follower {
     last_write: DashMap<String, u64>,
     synced: watch::Sender<u64>,
     snapshot_path: Option<PathBuf>,
+    /// Whether the backend lists leaf revisions winner first; learnt from `GET /`.
+    winner_first: std::sync::OnceLock<bool>,
+}
+
+/// How a backend lists the leaf revisions of a `style=all_docs` change.
+pub fn lists_winner_first(welcome: &Value) -> bool {
+    welcome["couchdb"] == "Welcome" && welcome["vendor"]["name"] == "The Apache Software Foundation"
+}
+
+/// Moves each listed winner to the front of its row's `changes`. `winners` maps backing ids
+/// to winning revisions; a winner that is not among a row's leaves (the document changed again
+/// since) leaves the row alone: a later row of the feed replaces it.
+pub fn put_winners_first(rows: &mut [Value], winners: &std::collections::HashMap<String, String>) {
+    for row in rows {
+        let Some(winner) = row["id"].as_str().and_then(|id| winners.get(id)) else {
+            continue;
+        };
+        if let Some(changes) = row.get_mut("changes").and_then(Value::as_array_mut) {
+            if let Some(i) = changes.iter().position(|c| c["rev"].as_str() == Some(winner)) {
+                let w = changes.remove(i);
+                changes.insert(0, w);
+            }
+        }
+    }
 }
 
 impl Follower {
@@ -55,6 +86,7 @@ impl Follower {
             last_write: DashMap::new(),
             synced,
             snapshot_path,
+            winner_first: std::sync::OnceLock::new(),
         });
         tokio::spawn(Arc::clone(&f).follow());
         if f.snapshot_path.is_some() {
@@ -105,8 +137,50 @@ impl Follower {
             q.push(("timeout", LONGPOLL.as_millis().to_string()));
         }
         let timeout = self.backend.timeout() + if longpoll { LONGPOLL } else { Duration::ZERO };
-        let page = self.backend.changes_page(since, q, None, timeout).await?;
+        let mut page = self.backend.changes_page(since, q, None, timeout).await?;
+        self.name_winners(&mut page.rows).await?;
         Ok((page.rows, page.last_seq))
+    }
+
+    /// Makes every row list its winning revision first (see the module doc).
+    async fn name_winners(&self, rows: &mut [Value]) -> Result<()> {
+        let winner_first = match self.winner_first.get() {
+            Some(w) => *w,
+            None => {
+                let (_, welcome) = self
+                    .backend
+                    .json(http::Method::GET, &self.backend.server_url("/"), None)
+                    .await?;
+                *self.winner_first.get_or_init(|| lists_winner_first(&welcome))
+            }
+        };
+        if winner_first {
+            return Ok(());
+        }
+        let keys: Vec<&str> = rows
+            .iter()
+            .filter(|r| r["changes"].as_array().is_some_and(|c| c.len() > 1))
+            .filter_map(|r| r["id"].as_str())
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let (_, answer) = self
+            .backend
+            .json(
+                http::Method::POST,
+                &self.backend.db_url("/_all_docs"),
+                Some(&serde_json::json!({ "keys": keys })),
+            )
+            .await?;
+        let winners = answer["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| Some((r["id"].as_str()?.to_owned(), r["value"]["rev"].as_str()?.to_owned())))
+            .collect();
+        put_winners_first(rows, &winners);
+        Ok(())
     }
 
     /// Reads pages until the backend has nothing more.
@@ -219,4 +293,28 @@ fn load_snapshot(path: &std::path::Path, source: &str) -> Option<ChangesIndex> {
     let (namespaces, docs) = index.size();
     tracing::info!(namespaces, docs, "changes index restored from its snapshot");
     Some(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn winners_move_to_the_front() {
+        let mut rows = vec![
+            serde_json::json!({"id": "p:a", "changes": [{"rev": "3-a"}, {"rev": "2-b"}]}),
+            serde_json::json!({"id": "p:b", "changes": [{"rev": "2-a"}, {"rev": "2-b"}]}),
+            serde_json::json!({"id": "p:c", "changes": [{"rev": "1-a"}]}),
+        ];
+        let winners = [("p:a", "2-b"), ("p:b", "9-z")]
+            .into_iter()
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .collect();
+        put_winners_first(&mut rows, &winners);
+        assert_eq!(rows[0]["changes"][0]["rev"], "2-b");
+        assert_eq!(rows[0]["changes"][1]["rev"], "3-a");
+        assert_eq!(rows[1]["changes"][0]["rev"], "2-a", "an unknown winner changes nothing");
+        assert!(lists_winner_first(&serde_json::json!({"couchdb": "Welcome", "vendor": {"name": "The Apache Software Foundation"}})));
+        assert!(!lists_winner_first(&serde_json::json!({"express-pouchdb": "Welcome!"})));
+    }
 }

@@ -289,6 +289,23 @@ impl ChangesIndex {
         Query { rows, last }
     }
 
+    /// How many of a namespace's changes lie after ordinal `after` (before it, when
+    /// `descending`): CouchDB's `pending`.
+    pub fn pending(&self, partition: &str, after: u64, descending: bool) -> u64 {
+        let top = self.progress().ord;
+        let Some(log) = self.namespaces.get(partition) else {
+            return 0;
+        };
+        let n = if descending {
+            log.by_ord.range(..after.min(top)).count()
+        } else if after < top {
+            log.by_ord.range(after + 1..=top).count()
+        } else {
+            0
+        };
+        n as u64
+    }
+
     /// Live and deleted document counts of a namespace.
     pub fn counts(&self, partition: &str) -> (u64, u64) {
         self.namespaces.get(partition).map_or((0, 0), |log| {

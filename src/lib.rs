@@ -18,6 +18,7 @@
 //! - [`vdb`]: the life cycle of virtual databases (their metadata documents and epochs).
 //! - [`seq`]: the opaque sequence tokens couchgate hands to clients.
 //! - [`backend`]: the pooled HTTP client towards CouchDB.
+//! - [`json`]: JSON parsing with CouchDB's nesting limits (documents nest deeper than serde's default).
 //! - [`error`]: the one error type, mapped to CouchDB's `{"error","reason"}` bodies.
 //! - [`config`]: command line, environment and TOML configuration.
 //! - [`devbackend`]: demo mode, a local PouchDB Server when no CouchDB URL is configured.
@@ -33,6 +34,7 @@ pub mod cors;
 pub mod devbackend;
 pub mod error;
 pub mod handlers;
+pub mod json;
 pub mod namespace;
 pub mod proxy;
 pub mod routing;

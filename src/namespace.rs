@@ -193,6 +193,35 @@ impl Namespace {
         format!("{};", self.partition())
     }
 
+    /// A backend error as the client must see it: backing ids in its reason become the
+    /// client's (CouchDB names the document in some reasons), so no reason reveals the
+    /// namespace.
+    pub fn client_error(&self, e: Error, backing: &str) -> Error {
+        match e {
+            Error::Backend {
+                status,
+                error,
+                reason,
+            } => {
+                let client = self.decode_id(backing).unwrap_or_default();
+                let reason = if backing.is_empty() {
+                    reason
+                } else {
+                    reason.replace(backing, &client)
+                };
+                let reason = reason
+                    .replace(&self.local_prefix, "_local/")
+                    .replace(&self.prefix, "");
+                Error::Backend {
+                    status,
+                    error,
+                    reason,
+                }
+            }
+            other => other,
+        }
+    }
+
     /// Rewrites a backing document's `_id` into the client's id. Documents outside the
     /// namespace are refused, so a bug elsewhere can never hand out a foreign document.
     pub fn strip_doc(&self, doc: &mut serde_json::Value) -> Result<()> {
@@ -330,5 +359,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn backend_reasons_name_client_ids() {
+        let ns = Namespace::new("u", "d", "e");
+        let e = ns.client_error(
+            Error::Backend {
+                status: http::StatusCode::PRECONDITION_FAILED,
+                error: "missing_stub".into(),
+                reason: "Invalid attachment stub in u.d.e:att2 for x.txt".into(),
+            },
+            "u.d.e:att2",
+        );
+        assert_eq!(e.reason(), "Invalid attachment stub in att2 for x.txt");
     }
 }

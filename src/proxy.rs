@@ -3,11 +3,12 @@
 
 use crate::auth::{Authenticator, ClientAddr, Identity};
 use crate::backend::Backend;
-use crate::body::{json_response, Body};
+use crate::body::{json_response, require_json_content_type, Body};
 use crate::changes_follower::Follower;
 use crate::config::{ChangesSource, Config};
 use crate::cors::Cors;
 use crate::error::{Error, Fault, Result};
+use crate::handlers::revs_diff::Form;
 use crate::handlers::{self, Req};
 use crate::routing::{self, DbEndpoint, Route};
 use crate::seq::SeqCodec;
@@ -120,10 +121,13 @@ impl Proxy {
         if method == Method::HEAD {
             *resp.body_mut() = crate::body::empty();
         }
+        let not_modified = resp.status() == StatusCode::NOT_MODIFIED;
         let h = resp.headers_mut();
         h.insert(header::SERVER, HeaderValue::from_static(SERVER));
-        h.entry(header::CACHE_CONTROL)
-            .or_insert(HeaderValue::from_static("must-revalidate"));
+        if !not_modified {
+            h.entry(header::CACHE_CONTROL)
+                .or_insert(HeaderValue::from_static("must-revalidate"));
+        }
         self.state.cors.decorate(origin.as_ref(), h);
         Ok(resp)
     }
@@ -158,6 +162,10 @@ impl Proxy {
                 Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
             }
             Route::Session => match method {
+                // Without credentials CouchDB answers who is asking: nobody.
+                Method::GET | Method::HEAD if !Authenticator::presents_credentials(&req.headers) => {
+                    Ok(handlers::session::anonymous())
+                }
                 Method::GET | Method::HEAD => {
                     let who = self.identify(&req, peer).await?;
                     Ok(with_renewal(handlers::session::get(&who), &who))
@@ -175,7 +183,7 @@ impl Proxy {
                 only(&method, &[Method::GET, Method::HEAD])?;
                 handlers::db::uuids(&req)
             }
-            Route::RefusedServer(refusal) => Err(refusal.into_error("this endpoint")),
+            Route::RefusedServer(refusal) => Err(refusal.into_error("this endpoint", &method)),
             route => self.db_route(route, req, peer).await,
         }
     }
@@ -195,6 +203,7 @@ impl Proxy {
             | Route::DbEndpoint { db, .. }
             | Route::Local { db, .. }
             | Route::Doc { db, .. }
+            | Route::CompactDesign { db, .. }
             | Route::Attachment { db, .. } => db.clone(),
             Route::Welcome
             | Route::Up
@@ -209,7 +218,7 @@ impl Proxy {
             .await?;
         let resp = match route {
             Route::Db { db } => handlers::db::handle(st, &who, &db, req).await,
-            Route::RefusedDb { refusal, .. } => Err(refusal.into_error("this endpoint")),
+            Route::RefusedDb { refusal, .. } => Err(refusal.into_error("this endpoint", &method)),
             Route::DbEndpoint { db, endpoint } => {
                 let ns = st.registry.require(&who.user, &db).await?;
                 match endpoint {
@@ -218,7 +227,7 @@ impl Proxy {
                         handlers::all_docs::handle(st, &ns, req).await
                     }
                     DbEndpoint::Changes => {
-                        only(&method, &[Method::GET, Method::HEAD, Method::POST])?;
+                        only(&method, &[Method::GET, Method::POST, Method::HEAD])?;
                         handlers::changes::handle(st, &ns, req, who.expires).await
                     }
                     DbEndpoint::BulkDocs => {
@@ -231,16 +240,35 @@ impl Proxy {
                     }
                     DbEndpoint::RevsDiff => {
                         only(&method, &[Method::POST])?;
-                        handlers::revs_diff::handle(st, &ns, req).await
+                        handlers::revs_diff::handle(st, &ns, req, Form::RevsDiff).await
+                    }
+                    DbEndpoint::MissingRevs => {
+                        only(&method, &[Method::POST])?;
+                        handlers::revs_diff::handle(st, &ns, req, Form::MissingRevs).await
                     }
                     DbEndpoint::EnsureFullCommit => {
                         only(&method, &[Method::POST])?;
+                        require_json_content_type(&req.headers)?;
                         Ok(json_response(
                             StatusCode::CREATED,
                             &json!({"ok": true, "instance_start_time": "0"}),
                         ))
                     }
+                    // A per-user compaction of the shared database means nothing; CouchDB
+                    // acknowledges these with 202 and so does couchgate, without a backend call.
+                    DbEndpoint::Compact | DbEndpoint::ViewCleanup => {
+                        only(&method, &[Method::POST])?;
+                        require_json_content_type(&req.headers)?;
+                        Ok(json_response(StatusCode::ACCEPTED, &json!({"ok": true})))
+                    }
                 }
+            }
+            Route::CompactDesign { db, name } => {
+                let ns = st.registry.require(&who.user, &db).await?;
+                only(&method, &[Method::POST])?;
+                require_json_content_type(&req.headers)?;
+                handlers::doc::require_exists(st, &ns, &format!("_design/{name}")).await?;
+                Ok(json_response(StatusCode::ACCEPTED, &json!({"ok": true})))
             }
             Route::Local { db, id } => {
                 let ns = st.registry.require(&who.user, &db).await?;

@@ -16,7 +16,12 @@ pub enum DbEndpoint {
     BulkDocs,
     BulkGet,
     RevsDiff,
+    MissingRevs,
     EnsureFullCommit,
+    /// `_compact` and `_view_cleanup`: acknowledged, nothing done (the shared database is the
+    /// operator's to compact).
+    Compact,
+    ViewCleanup,
 }
 
 /// What a request path addresses.
@@ -42,6 +47,8 @@ pub enum Route {
     Local { db: String, id: String },
     /// `/{db}/{id}` and `/{db}/_design/{name}`.
     Doc { db: String, id: String },
+    /// `/{db}/_compact/{design doc name}`.
+    CompactDesign { db: String, name: String },
     /// `/{db}/{id}/{attachment name, may contain /}`.
     Attachment {
         db: String,
@@ -61,10 +68,14 @@ pub enum Refusal {
     NotFound,
     /// 400: an id starting with `_` that CouchDB reserves.
     IllegalDocId,
+    /// A POST-only endpoint refused as `refusal` (other methods get CouchDB's 405).
+    PostOnly(&'static Refusal),
+    /// A name CouchDB does not accept for a database: 400 when creating it, else 404.
+    BadDbName(String),
 }
 
 impl Refusal {
-    pub fn into_error(self, what: &str) -> Error {
+    pub fn into_error(self, what: &str, method: &http::Method) -> Error {
         match self {
             Refusal::Forbidden(why) => Error::Forbidden(format!("{what}: {why}")),
             Refusal::NotImplemented(why) => Error::NotImplemented(format!("{what}: {why}")),
@@ -72,6 +83,16 @@ impl Refusal {
             Refusal::IllegalDocId => {
                 Error::IllegalDocId("Only reserved document ids may start with underscore.".into())
             }
+            Refusal::PostOnly(_) if method != http::Method::POST => {
+                Error::MethodNotAllowed("Only POST allowed".into())
+            }
+            Refusal::PostOnly(inner) => inner.clone().into_error(what, method),
+            Refusal::BadDbName(name) if method == http::Method::PUT => {
+                validate_db_name(&name).err().unwrap_or_else(|| {
+                    Error::Internal("a refused database name is valid".into())
+                })
+            }
+            Refusal::BadDbName(_) => Error::NotFound("Database does not exist.".into()),
         }
     }
 }
@@ -93,23 +114,23 @@ fn server_refusal(name: &str) -> Refusal {
     }
 }
 
-fn db_refusal(name: &str) -> Refusal {
-    match name {
-        "_security"
-        | "_purge"
-        | "_purged_infos_limit"
-        | "_compact"
-        | "_view_cleanup"
-        | "_revs_limit"
-        | "_shards"
-        | "_sync_shards"
+const NOT_ON_VIRTUAL: &str = "not supported on virtual databases";
+
+/// The refusal of a database-level `_` endpoint couchgate does not serve, `None` for a name
+/// that is no CouchDB endpoint (it is then an illegal document id).
+fn db_refusal(name: &str) -> Option<Refusal> {
+    Some(match name {
+        "_purge" => Refusal::PostOnly(&Refusal::Forbidden(SHARED_DB)),
+        "_security" | "_purged_infos_limit" | "_revs_limit" | "_shards" | "_sync_shards"
         | "_partition" => Refusal::Forbidden(SHARED_DB),
-        "_find" | "_index" | "_explain" | "_design_docs" | "_local_docs" | "_missing_revs"
-        | "_temp_view" | "_all_docs_queries" | "_search_cleanup" | "_nouveau_cleanup" => {
-            Refusal::NotImplemented("not supported on virtual databases")
+        "_find" | "_explain" | "_all_docs_queries" | "_search_cleanup" | "_nouveau_cleanup" => {
+            Refusal::PostOnly(&Refusal::NotImplemented(NOT_ON_VIRTUAL))
         }
-        _ => Refusal::IllegalDocId,
-    }
+        "_index" | "_design_docs" | "_local_docs" | "_temp_view" => {
+            Refusal::NotImplemented(NOT_ON_VIRTUAL)
+        }
+        _ => return None,
+    })
 }
 
 /// Checks a database name by CouchDB's rule: `^[a-z][a-z0-9_$()+/-]*$`, at most 238 bytes.
@@ -129,11 +150,20 @@ pub fn validate_db_name(name: &str) -> Result<()> {
     }
 }
 
+/// Decodes one path segment. A `%` not followed by two hex digits is CouchDB's 400; escapes
+/// that decode to something other than UTF-8 name nothing that can exist (404).
 fn decode(segment: &str) -> Result<String> {
+    let b = segment.as_bytes();
+    for (i, _) in segment.match_indices('%') {
+        let hex = |j: usize| b.get(j).is_some_and(u8::is_ascii_hexdigit);
+        if !(hex(i + 1) && hex(i + 2)) {
+            return Err(Error::bad_request("invalid_url_encoding"));
+        }
+    }
     percent_decode_str(segment)
         .decode_utf8()
         .map(|s| s.into_owned())
-        .map_err(|_| Error::bad_request("path is not valid percent-encoded UTF-8"))
+        .map_err(|_| Error::not_found("missing"))
 }
 
 /// Routes a raw request path (without the query string).
@@ -159,7 +189,9 @@ pub fn route(path: &str) -> Result<Route> {
         }
         return Ok(Route::RefusedServer(server_refusal(&first)));
     }
-    validate_db_name(&first)?;
+    if validate_db_name(&first).is_err() {
+        return Ok(Route::RefusedServer(Refusal::BadDbName(first)));
+    }
     let db = first;
     let Some(&second_raw) = raw.get(1) else {
         return Ok(Route::Db { db });
@@ -169,43 +201,48 @@ pub fn route(path: &str) -> Result<Route> {
 
     // Work out the document id and how many segments it used.
     let (id, after) = match second.as_str() {
-        "_design" | "_local" => {
-            let Some(name) = rest.first() else {
-                return Err(Error::IllegalDocId(format!(
-                    "Illegal document id `{second}/`"
-                )));
-            };
-            (format!("{second}/{}", decode(name)?), &rest[1..])
+        // Without a name these are (illegal) ids, answered by the document handlers.
+        "_design" | "_local" if rest.is_empty() => (second, rest),
+        "_design" | "_local" => (format!("{second}/{}", decode(rest[0])?), &rest[1..]),
+        "_compact" if rest.len() == 1 => {
+            let name = decode(rest[0])?;
+            return Ok(Route::CompactDesign { db, name });
         }
         s if s.starts_with('_') && !s.starts_with("_design/") && !s.starts_with("_local/") => {
-            if !rest.is_empty() {
-                return Ok(Route::RefusedDb {
-                    db,
-                    refusal: db_refusal(s),
-                });
-            }
             let endpoint = match s {
-                "_all_docs" => DbEndpoint::AllDocs,
-                "_changes" => DbEndpoint::Changes,
-                "_bulk_docs" => DbEndpoint::BulkDocs,
-                "_bulk_get" => DbEndpoint::BulkGet,
-                "_revs_diff" => DbEndpoint::RevsDiff,
-                "_ensure_full_commit" => DbEndpoint::EnsureFullCommit,
-                other => {
-                    return Ok(Route::RefusedDb {
+                _ if !rest.is_empty() => None,
+                "_all_docs" => Some(DbEndpoint::AllDocs),
+                "_changes" => Some(DbEndpoint::Changes),
+                "_bulk_docs" => Some(DbEndpoint::BulkDocs),
+                "_bulk_get" => Some(DbEndpoint::BulkGet),
+                "_revs_diff" => Some(DbEndpoint::RevsDiff),
+                "_missing_revs" => Some(DbEndpoint::MissingRevs),
+                "_ensure_full_commit" => Some(DbEndpoint::EnsureFullCommit),
+                "_compact" => Some(DbEndpoint::Compact),
+                "_view_cleanup" => Some(DbEndpoint::ViewCleanup),
+                _ => None,
+            };
+            let Some(endpoint) = endpoint else {
+                return Ok(match db_refusal(s) {
+                    Some(refusal) => Route::RefusedDb { db, refusal },
+                    // Not an endpoint: an id CouchDB refuses, answered like one.
+                    None if rest.is_empty() => Route::Doc { db, id: second },
+                    None => Route::RefusedDb {
                         db,
-                        refusal: db_refusal(other),
-                    })
-                }
+                        refusal: Refusal::IllegalDocId,
+                    },
+                });
             };
             return Ok(Route::DbEndpoint { db, endpoint });
         }
         _ => (second, rest),
     };
 
-    if id.starts_with("_local/") {
+    if id == "_local" || id.starts_with("_local/") {
         if !after.is_empty() {
-            return Err(Error::bad_request("_local documents have no attachments"));
+            return Err(Error::bad_request(
+                "_local documents do not accept attachments.",
+            ));
         }
         return Ok(Route::Local { db, id });
     }

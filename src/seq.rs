@@ -106,15 +106,32 @@ impl SeqCodec {
     }
 
     /// Interprets a client's `since`, from a query string (raw text) or a JSON body (value).
-    pub fn since(&self, raw: &Value) -> Since {
-        match raw {
+    /// A position couchgate cannot open (another secret, a backend's own sequence, a number)
+    /// replays from the start, which never skips a change; `None` is text that is no sequence
+    /// of any kind, which CouchDB refuses too.
+    pub fn since(&self, raw: &Value) -> Option<Since> {
+        Some(match raw {
             Value::Null => Since::Zero,
             Value::String(s) if s == "now" => Since::Now,
             Value::String(s) if s == "0" || s.is_empty() => Since::Zero,
-            Value::String(s) => self.open(s).map_or(Since::Zero, Since::At),
+            Value::String(s) => match self.open(s) {
+                Some(p) => Since::At(p),
+                None if looks_like_a_sequence(s) => Since::Zero,
+                None => return None,
+            },
             _ => Since::Zero,
-        }
+        })
     }
+}
+
+/// Whether text could be a sequence from somewhere: a number, CouchDB's `N-opaque`, or a
+/// sealed token (base64url, at least the size of AES-SIV's tag).
+fn looks_like_a_sequence(s: &str) -> bool {
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    if digits(s) || s.split_once('-').is_some_and(|(n, _)| digits(n)) {
+        return true;
+    }
+    URL_SAFE_NO_PAD.decode(s).is_ok_and(|b| b.len() >= 16)
 }
 
 #[cfg(test)]
@@ -139,18 +156,21 @@ mod tests {
         let a = SeqCodec::new(b"s");
         let other = SeqCodec::new(b"t");
         let t = other.seal(&json!(5));
-        assert_eq!(a.since(&json!(t)), Since::Zero);
-        assert_eq!(a.since(&json!("12-g1AAAA")), Since::Zero);
-        assert_eq!(a.since(&json!(12)), Since::Zero);
-        assert_eq!(a.since(&json!({"x": 1})), Since::Zero);
-        assert_eq!(a.since(&json!("now")), Since::Now);
-        assert_eq!(a.since(&json!("0")), Since::Zero);
+        let since = |v: Value| a.since(&v).expect("a sequence");
+        assert_eq!(since(json!(t)), Since::Zero);
+        assert_eq!(since(json!("12-g1AAAA")), Since::Zero);
+        assert_eq!(since(json!("12")), Since::Zero);
+        assert_eq!(since(json!(12)), Since::Zero);
+        assert_eq!(since(json!({"x": 1})), Since::Zero);
+        assert_eq!(since(json!("now")), Since::Now);
+        assert_eq!(since(json!("0")), Since::Zero);
+        assert_eq!(a.since(&json!("bogus")), None, "not a sequence of any kind");
         let mut tampered = a.seal(&json!(5)).into_bytes();
         tampered[3] ^= 1;
         let tampered = String::from_utf8(tampered).unwrap();
-        assert_eq!(a.since(&json!(tampered)), Since::Zero);
+        assert_eq!(since(json!(tampered)), Since::Zero);
         assert_eq!(
-            a.since(&json!(a.seal(&json!(5)))),
+            since(json!(a.seal(&json!(5)))),
             Since::At(Position::backend(json!(5)))
         );
         let indexed = Position {

@@ -175,7 +175,7 @@ fn has_secret(config: &Config) -> bool {
 }
 
 /// The `AuthSession` value among the request's cookies.
-fn find_cookie(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn find_cookie(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(http::header::COOKIE)
         .iter()

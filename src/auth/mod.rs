@@ -149,6 +149,11 @@ impl Authenticator {
         }
     }
 
+    /// Whether a request carries credentials of any kind (good or bad).
+    pub fn presents_credentials(headers: &HeaderMap) -> bool {
+        headers.contains_key(http::header::AUTHORIZATION) || cookie::find_cookie(headers).is_some()
+    }
+
     /// Verifies a bearer token.
     pub async fn verify_token(&self, token: &str) -> Result<Identity> {
         match &self.jwt {

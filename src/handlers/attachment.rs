@@ -104,8 +104,8 @@ pub async fn handle(
         .await?;
     if !status.is_success() {
         let value = parse_json(&bytes).unwrap_or_else(|_| serde_json::json!({}));
-        return Err(backend_error(status, &value));
+        return Err(ns.client_error(backend_error(status, &value), &backing));
     }
     st.note_write(ns);
-    super::doc::write_result(ns, status, &headers, parse_json(&bytes)?)
+    super::doc::write_result(ns, status, &headers, parse_json(&bytes)?, Some(name))
 }

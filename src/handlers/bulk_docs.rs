@@ -1,5 +1,7 @@
 //! `POST /{db}/_bulk_docs`: many writes in one request, including replication's
-//! `new_edits: false`. One bad document never fails the batch: it gets its own error row.
+//! `new_edits: false`. As in CouchDB, a document that is not an object or whose `_id` is not a
+//! string or is reserved fails the whole request before anything is written; conflicts and
+//! other refusals of single documents are rows of the answer.
 
 use super::Req;
 use crate::body::{json_response, Body};
@@ -14,135 +16,107 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
     let Value::Object(mut body) = body else {
         return Err(Error::bad_request("Request body must be a JSON object"));
     };
-    let Some(Value::Array(docs)) = body.remove("docs") else {
-        return Err(Error::bad_request(
-            "POST body must include `docs` parameter.",
-        ));
+    let docs = match body.remove("docs") {
+        Some(Value::Array(docs)) => docs,
+        Some(_) => return Err(Error::bad_request("`docs` parameter must be an array.")),
+        None => {
+            return Err(Error::bad_request(
+                "POST body must include `docs` parameter.",
+            ))
+        }
     };
-    let new_edits =
-        super::bool_of(body.get("new_edits").unwrap_or(&Value::Null), "new_edits")?.unwrap_or(true);
+    let flag = |name: &str| match body.get(name) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(Error::bad_request(format!("`{name}` must be a boolean"))),
+    };
+    let new_edits = flag("new_edits")?.unwrap_or(true);
+    let all_or_nothing = flag("all_or_nothing")?.unwrap_or(false);
 
-    let plan = plan(ns, docs, new_edits);
+    let plan = plan(ns, docs)?;
     for id in &plan.locals {
         st.registry.note_local(ns, id).await?;
     }
-    let mut results: Vec<Value> = Vec::with_capacity(plan.slots.len());
-    let mut backend_rows = Vec::new().into_iter();
-    if !plan.forward.is_empty() {
-        let mut fwd = Map::new();
-        fwd.insert("docs".into(), Value::Array(plan.forward));
-        if !new_edits {
-            fwd.insert("new_edits".into(), Value::Bool(false));
-        }
-        let url = st.backend.db_url("/_bulk_docs");
-        let (_, answer) = st
-            .backend
-            .json(Method::POST, &url, Some(&Value::Object(fwd)))
-            .await?;
-        let Value::Array(rows) = answer else {
-            return Err(Error::BadGateway(
-                "_bulk_docs answer is not an array".into(),
-            ));
-        };
-        backend_rows = rows.into_iter();
-        st.note_write(ns);
+    if plan.docs.is_empty() {
+        return Ok(json_response(StatusCode::CREATED, &json!([])));
     }
-    if new_edits {
-        // One result per document, in request order.
-        for slot in plan.slots {
-            match slot {
-                Some(local_error) => results.push(local_error),
-                None => {
-                    let row = backend_rows.next().ok_or_else(|| {
-                        Error::BadGateway("_bulk_docs answered too few results".into())
-                    })?;
-                    results.push(strip_row(ns, row));
-                }
-            }
-        }
-    } else {
-        // With new_edits=false CouchDB reports only failures.
-        results.extend(plan.slots.into_iter().flatten());
-        results.extend(backend_rows.map(|r| strip_row(ns, r)));
+    let mut fwd = Map::new();
+    fwd.insert("docs".into(), Value::Array(plan.docs));
+    if !new_edits {
+        fwd.insert("new_edits".into(), Value::Bool(false));
     }
-    Ok(json_response(StatusCode::CREATED, &Value::Array(results)))
+    if all_or_nothing {
+        fwd.insert("all_or_nothing".into(), Value::Bool(true));
+    }
+    let url = st.backend.db_url("/_bulk_docs");
+    let (status, answer) = st
+        .backend
+        .json(Method::POST, &url, Some(&Value::Object(fwd)))
+        .await?;
+    // 417: `all_or_nothing` refused, with a row per document.
+    if !status.is_success() && status != StatusCode::EXPECTATION_FAILED {
+        return Err(crate::backend::backend_error(status, &answer));
+    }
+    let Value::Array(rows) = answer else {
+        return Err(Error::BadGateway(
+            "_bulk_docs answer is not an array".into(),
+        ));
+    };
+    st.note_write(ns);
+    let rows = rows.into_iter().map(|r| strip_row(ns, r)).collect();
+    Ok(json_response(status, &Value::Array(rows)))
 }
 
-/// The documents to forward, and for every request document either `None` (answered by the
-/// backend) or its local error row.
+/// The documents to forward, with backing ids.
 #[derive(Debug)]
 struct Plan {
-    forward: Vec<Value>,
+    docs: Vec<Value>,
     /// Client ids of the `_local` documents among them.
     locals: Vec<String>,
-    slots: Vec<Option<Value>>,
 }
 
-fn plan(ns: &Namespace, docs: Vec<Value>, new_edits: bool) -> Plan {
-    let mut forward = Vec::with_capacity(docs.len());
+/// Checks every document and gives it its backing id; the first bad one fails the request.
+fn plan(ns: &Namespace, docs: Vec<Value>) -> Result<Plan> {
+    let mut out = Vec::with_capacity(docs.len());
     let mut locals = Vec::new();
-    let mut slots = Vec::with_capacity(docs.len());
     for doc in docs {
         let Value::Object(mut doc) = doc else {
-            slots.push(Some(error_row(
-                None,
-                &Error::bad_request("Document must be a JSON object"),
-            )));
-            continue;
+            return Err(Error::bad_request("Document must be a JSON object"));
         };
         let id = match doc.get("_id") {
             Some(Value::String(id)) => id.clone(),
-            Some(_) => {
-                slots.push(Some(error_row(
-                    None,
-                    &Error::IllegalDocId("Document id must be a string".into()),
-                )));
-                continue;
-            }
-            None if new_edits => super::db::new_uuid(),
-            None => {
-                slots.push(Some(error_row(
-                    None,
-                    &Error::bad_request("new_edits=false documents need an _id"),
-                )));
-                continue;
-            }
+            Some(_) => return Err(Error::IllegalDocId("Document id must be a string".into())),
+            None => super::db::new_uuid(),
         };
-        match ns.encode_id(&id) {
-            Ok(backing) => {
-                if id.starts_with("_local/") {
-                    locals.push(id);
-                }
-                set_id(&mut doc, backing);
-                forward.push(Value::Object(doc));
-                slots.push(None);
-            }
-            Err(e) => slots.push(Some(error_row(Some(&id), &e))),
+        let backing = ns.encode_id(&id)?;
+        if id.starts_with("_local/") {
+            locals.push(id);
         }
+        set_id(&mut doc, backing);
+        out.push(Value::Object(doc));
     }
-    Plan {
-        forward,
-        locals,
-        slots,
-    }
+    Ok(Plan { docs: out, locals })
 }
 
-fn error_row(id: Option<&str>, e: &Error) -> Value {
-    let mut row = json!({"error": e.name(), "reason": e.reason()});
-    if let Some(id) = id {
-        row["id"] = Value::String(id.to_owned());
-    }
-    row
-}
-
-/// A backend result row with its id turned back into the client's.
+/// A backend result row with its id turned back into the client's, and its reason cleaned
+/// of backing ids.
 fn strip_row(ns: &Namespace, mut row: Value) -> Value {
-    if let Some(id) = row
-        .get("id")
-        .and_then(Value::as_str)
-        .and_then(|id| ns.decode_id(id))
-    {
+    let Some(backing) = row.get("id").and_then(Value::as_str).map(str::to_owned) else {
+        return row;
+    };
+    if let Some(id) = ns.decode_id(&backing) {
         row["id"] = Value::String(id);
+    }
+    if let Some(reason) = row.get("reason").and_then(Value::as_str) {
+        let e = ns.client_error(
+            Error::Backend {
+                status: StatusCode::OK,
+                error: String::new(),
+                reason: reason.to_owned(),
+            },
+            &backing,
+        );
+        row["reason"] = Value::String(e.reason());
     }
     row
 }
@@ -152,33 +126,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bad_documents_get_their_own_rows() {
+    fn documents_get_backing_ids() {
         let ns = Namespace::new("u", "d", "e");
         let p = plan(
             &ns,
             vec![
                 json!({"_id": "a", "id": "keep me"}),
-                json!({"_id": "_bad"}),
-                json!([1]),
-                json!({"_id": 5}),
                 json!({"_id": "_local/c"}),
                 json!({"_id": "_design/x"}),
+                json!({"x": 1}),
             ],
-            true,
-        );
-        assert_eq!(p.forward.len(), 3);
-        assert_eq!(p.forward[0], json!({"_id": "u.d.e:a", "id": "keep me"}));
-        assert_eq!(p.forward[1]["_id"], "_local/u.d.e:c");
-        assert_eq!(p.forward[2]["_id"], "u.d.e:_design/x");
-        assert_eq!(p.slots[1].as_ref().unwrap()["error"], "illegal_docid");
-        assert_eq!(p.slots[2].as_ref().unwrap()["error"], "bad_request");
-        assert_eq!(p.slots[3].as_ref().unwrap()["error"], "illegal_docid");
-        let generated = plan(&ns, vec![json!({"x": 1})], true);
-        assert!(generated.forward[0]["_id"]
-            .as_str()
-            .unwrap()
-            .starts_with("u.d.e:"));
-        assert!(plan(&ns, vec![json!({"x": 1})], false).forward.is_empty());
+        )
+        .unwrap();
+        assert_eq!(p.docs[0], json!({"_id": "u.d.e:a", "id": "keep me"}));
+        assert_eq!(p.docs[1]["_id"], "_local/u.d.e:c");
+        assert_eq!(p.docs[2]["_id"], "u.d.e:_design/x");
+        assert!(p.docs[3]["_id"].as_str().unwrap().starts_with("u.d.e:"));
+        assert_eq!(p.locals, vec!["_local/c".to_owned()]);
+    }
+
+    #[test]
+    fn one_bad_document_fails_the_request() {
+        let ns = Namespace::new("u", "d", "e");
+        for (bad, name) in [
+            (json!({"_id": "_bad"}), "illegal_docid"),
+            (json!({"_id": 5}), "illegal_docid"),
+            (json!({"_id": null}), "illegal_docid"),
+            (json!([1]), "bad_request"),
+        ] {
+            let e = plan(&ns, vec![json!({"_id": "ok"}), bad]).unwrap_err();
+            assert_eq!(e.name(), name);
+        }
     }
 
     #[test]

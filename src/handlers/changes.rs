@@ -121,6 +121,23 @@ async fn choose_source(st: &State, ns: &Namespace, opts: &Opts) -> (Source, Posi
 }
 
 impl Source {
+    /// CouchDB's `pending`: the namespace's changes after `since` not sent. The filtered
+    /// shared feed cannot tell without counting other users' changes: `None`.
+    fn pending(&self, ns: &Namespace, since: &Position, descending: bool) -> Option<u64> {
+        match self {
+            Source::Filter => None,
+            Source::Index(f) => {
+                let after = match (f.index.ordinal_of(since), descending) {
+                    (Some(o), _) => o,
+                    // Nothing sent yet of a descending feed: everything is still older.
+                    (None, true) => u64::MAX,
+                    (None, false) => 0,
+                };
+                Some(f.index.pending(ns.partition(), after, descending))
+            }
+        }
+    }
+
     /// Changes after `since`; with `wait`, waits that long when there are none yet.
     pub async fn fetch(
         &self,
@@ -194,7 +211,8 @@ async fn index_fetch(
             Row { pos: c.pos, row }
         })
         .collect();
-    if !rows.is_empty() && (opts.include_docs || !opts.all_docs_style) {
+    // The index lists the winner first, so only documents need the backend.
+    if !rows.is_empty() && opts.include_docs {
         enrich(st, ns, opts, &mut rows).await?;
     }
     Ok(Batch {
@@ -204,8 +222,7 @@ async fn index_fetch(
     })
 }
 
-/// Adds what the index does not keep, in one batched backend read: documents for
-/// `include_docs`, and the winning revision for `style=main_only`.
+/// Adds the documents for `include_docs`, in one batched backend read.
 async fn enrich(st: &State, ns: &Namespace, opts: &Opts, rows: &mut [Row]) -> Result<()> {
     let keys: Vec<String> = rows
         .iter()
@@ -241,31 +258,51 @@ async fn enrich(st: &State, ns: &Namespace, opts: &Opts, rows: &mut [Row]) -> Re
         };
         let rev = current["value"]["rev"].clone();
         let deleted = current["value"]["deleted"] == json!(true);
-        if !opts.all_docs_style && rev.is_string() {
-            r.row["changes"] = json!([{ "rev": rev }]);
-        }
-        if opts.include_docs {
-            let mut doc = if deleted || current["doc"].is_null() {
-                json!({"_id": current["id"], "_rev": rev, "_deleted": true})
-            } else {
-                current["doc"].clone()
-            };
-            crate::handlers::doc::strip_doc(st, ns, &mut doc)?;
-            r.row["doc"] = doc;
-        }
+        let mut doc = if deleted || current["doc"].is_null() {
+            json!({"_id": current["id"], "_rev": rev, "_deleted": true})
+        } else {
+            current["doc"].clone()
+        };
+        crate::handlers::doc::strip_doc(st, ns, &mut doc)?;
+        r.row["doc"] = doc;
     }
     Ok(())
 }
 
-fn millis(q: &Query, key: &str) -> Result<Option<Duration>> {
-    match q.get(key) {
-        None => Ok(None),
-        Some("true") if key == "heartbeat" => Ok(Some(DEFAULT_TIMEOUT)),
-        Some(v) => v
-            .parse::<u64>()
-            .map(|ms| Some(Duration::from_millis(ms.max(1))))
-            .map_err(|_| Error::bad_request(format!("Invalid {key}: must be milliseconds"))),
+/// A count from the query: digits only; more than fit are as good as infinite.
+fn count(v: &str) -> Option<u64> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
     }
+    Some(v.parse().unwrap_or(u64::MAX))
+}
+
+/// `heartbeat` and `timeout`, in milliseconds, held to CouchDB's maximum wait (60 s), so no
+/// client value can overflow a deadline.
+fn millis(q: &Query, key: &str) -> Result<Option<Duration>> {
+    let Some(v) = q.get(key) else {
+        return Ok(None);
+    };
+    let ms = match (key, v) {
+        ("heartbeat", "true") => return Ok(Some(DEFAULT_TIMEOUT)),
+        ("heartbeat", v) => match count(v) {
+            Some(0) => {
+                return Err(Error::bad_request(
+                    "The heartbeat value should be a positive integer (in milliseconds).",
+                ))
+            }
+            Some(ms) => ms,
+            None => {
+                return Err(Error::bad_request(
+                    "Invalid heartbeat value. Expecting a positive integer value (in milliseconds).",
+                ))
+            }
+        },
+        (_, v) => count(v).ok_or_else(|| {
+            Error::bad_request(format!("Invalid {key} value: must be milliseconds"))
+        })?,
+    };
+    Ok(Some(Duration::from_millis(ms.max(1)).min(DEFAULT_TIMEOUT)))
 }
 
 /// Parses a `_changes` request from its query string and, for POST, its body.
@@ -273,35 +310,39 @@ pub fn parse(st: &State, q: &Query, body: Option<&Map<String, Value>>) -> Result
     let feed = match q.get("feed").unwrap_or("normal") {
         "normal" => Feed::Normal,
         "longpoll" => Feed::Longpoll,
-        "continuous" => Feed::Continuous,
+        "continuous" | "live" => Feed::Continuous,
         "eventsource" => Feed::EventSource,
-        other => {
-            return Err(Error::bad_request(format!(
-                "Supported `feed` types: normal, continuous, longpoll, eventsource; not `{other}`"
-            )))
+        _ => {
+            return Err(Error::bad_request(
+                "Supported `feed` types: normal, continuous, live, longpoll, eventsource",
+            ))
         }
     };
     let since = match q.get("since") {
         None => Since::Zero,
-        Some(raw) => st.seqs.since(&Value::String(raw.to_owned())),
+        Some(raw) => st
+            .seqs
+            .since(&Value::String(raw.to_owned()))
+            .ok_or_else(|| {
+                Error::bad_request("Malformed sequence supplied in 'since' parameter.")
+            })?,
     };
+    let not_a_list = || Error::bad_request("`doc_ids` filter parameter is not a list of doc ids.");
     let doc_ids = match q.get("filter") {
         None => None,
         Some("_doc_ids") => {
             let ids = match body.and_then(|b| b.get("doc_ids")) {
                 Some(v) => v.clone(),
-                None => q
-                    .json("doc_ids")?
-                    .ok_or_else(|| Error::bad_request("filter=_doc_ids needs `doc_ids`"))?,
+                None => q.json("doc_ids")?.ok_or_else(not_a_list)?,
             };
             let Value::Array(ids) = ids else {
-                return Err(Error::bad_request("`doc_ids` must be a JSON array"));
+                return Err(not_a_list());
             };
             Some(
                 ids.into_iter()
                     .map(|v| match v {
                         Value::String(s) => Ok(s),
-                        _ => Err(Error::bad_request("`doc_ids` must be strings")),
+                        _ => Err(not_a_list()),
                     })
                     .collect::<Result<Vec<_>>>()?,
             )
@@ -316,7 +357,14 @@ pub fn parse(st: &State, q: &Query, body: Option<&Map<String, Value>>) -> Result
                 "filter `{f}`: couchgate never runs design document functions"
             )))
         }
-        Some(f) => return Err(Error::bad_request(format!("unknown filter `{f}`"))),
+        Some(f) if f.starts_with('_') => {
+            return Err(Error::bad_request("unknown builtin filter name"))
+        }
+        Some(_) => {
+            return Err(Error::bad_request(
+                "filter parameter must be of the form `designname/filtername`",
+            ))
+        }
     };
     let heartbeat = millis(q, "heartbeat")?;
     let timeout = match (heartbeat, millis(q, "timeout")?) {
@@ -328,15 +376,14 @@ pub fn parse(st: &State, q: &Query, body: Option<&Map<String, Value>>) -> Result
         return Err(Error::bad_request("style must be main_only or all_docs"));
     }
     let descending = q.flag("descending")?;
-    if descending && feed != Feed::Normal {
-        return Err(Error::bad_request(
-            "descending is only supported with feed=normal",
-        ));
-    }
+    let limit = q
+        .get("limit")
+        .map(|v| count(v).ok_or_else(|| Error::bad_request("Invalid limit value: must be a non-negative integer")))
+        .transpose()?;
     Ok(Opts {
         feed,
         since,
-        limit: q.u64("limit")?,
+        limit,
         descending,
         all_docs_style: style == "all_docs",
         include_docs: q.flag("include_docs")?,
@@ -415,6 +462,10 @@ pub async fn handle(
     let mut r = Response::new(body);
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if content_type == "text/event-stream" {
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
     Ok(r)
 }
 
@@ -450,14 +501,26 @@ impl Driver<'_> {
         if !head.is_empty() && !self.tx.send(head).await {
             return Ok(());
         }
-        let outcome = self.pump(first).await?;
+        // `limit=0` sends no rows (and, as in CouchDB, does not wait).
+        let outcome = if self.opts.limit == Some(0) {
+            None
+        } else {
+            self.pump(first).await?
+        };
         if matches!(outcome, Some(Stop::Gone)) {
             return Ok(());
         }
         let last_seq = json!(self.st.seqs.seal_position(&self.since));
+        let pending = self
+            .source
+            .pending(self.ns, &self.since, self.opts.descending)
+            .map(|n| format!(",\"pending\":{n}"))
+            .unwrap_or_default();
         let tail = match self.opts.feed {
-            Feed::Normal | Feed::Longpoll => format!("\n],\n\"last_seq\":{last_seq}}}\n"),
-            Feed::Continuous => format!("{{\"last_seq\":{last_seq}}}\n"),
+            Feed::Normal | Feed::Longpoll => {
+                format!("\n],\n\"last_seq\":{last_seq}{pending}}}\n")
+            }
+            Feed::Continuous => format!("{{\"last_seq\":{last_seq}{pending}}}\n"),
             Feed::EventSource => String::new(),
         };
         if !tail.is_empty() {
@@ -576,7 +639,10 @@ impl Driver<'_> {
             return Some(Stop::Gone);
         }
         // Rows of other namespaces were skipped up to here: resuming after it loses nothing.
-        self.since = batch.last;
+        // A descending feed ends at its oldest row, as CouchDB's does.
+        if !self.opts.descending {
+            self.since = batch.last;
+        }
         None
     }
 }
@@ -615,12 +681,16 @@ mod tests {
         assert_eq!(o.limit, Some(5));
         let o = parse(&st, &Query::parse("feed=continuous&timeout=500"), None).unwrap();
         assert_eq!(o.timeout, Some(Duration::from_millis(500)));
-        let o = parse(&st, &Query::parse("since=garbage"), None).unwrap();
+        let o = parse(&st, &Query::parse("since=12-g1AAAAbc"), None).unwrap();
         assert_eq!(
             o.since,
             Since::Zero,
             "a foreign since replays from the start"
         );
+        let o = parse(&st, &Query::parse("feed=live&limit=99999999999999999999&timeout=99999999999999999999"), None).unwrap();
+        assert_eq!(o.feed, Feed::Continuous);
+        assert_eq!(o.limit, Some(u64::MAX), "huge counts saturate");
+        assert_eq!(o.timeout, Some(DEFAULT_TIMEOUT), "waits are bounded");
     }
 
     #[test]
@@ -647,7 +717,9 @@ mod tests {
             ("feed=sideways", 400),
             ("heartbeat=soon", 400),
             ("style=odd", 400),
-            ("descending=true&feed=longpoll", 400),
+            ("heartbeat=0", 400),
+            ("since=bogus", 400),
+            ("limit=-1", 400),
         ] {
             assert_eq!(
                 parse(&st, &Query::parse(q), None).unwrap_err().status(),

@@ -6,8 +6,8 @@ use crate::backend::query_string;
 use crate::body::{json_response, Body};
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
-use crate::proxy::{not_allowed, State};
-use http::{Method, Response, StatusCode};
+use crate::proxy::State;
+use http::{header, HeaderValue, Method, Response, StatusCode};
 use rand::RngCore;
 use serde_json::{json, Value};
 
@@ -26,8 +26,9 @@ pub async fn handle(st: &State, who: &Identity, db: &str, req: Req) -> Result<Re
         }
         Method::DELETE => {
             if req.query.get("rev").is_some() {
+                // CouchDB's own wording, `?=rev` included.
                 return Err(Error::bad_request(
-                    "You tried to DELETE a database with a ?rev= parameter. Did you mean to \
+                    "You tried to DELETE a database with a ?=rev parameter. Did you mean to \
                      DELETE a document instead?",
                 ));
             }
@@ -41,13 +42,10 @@ pub async fn handle(st: &State, who: &Identity, db: &str, req: Req) -> Result<Re
             let ns = st.registry.require(&who.user, db).await?;
             super::doc::post(st, &ns, req).await
         }
-        _ => Err(not_allowed(&[
-            Method::GET,
-            Method::HEAD,
-            Method::PUT,
-            Method::DELETE,
-            Method::POST,
-        ])),
+        // CouchDB's wording leaves PUT out.
+        _ => Err(Error::MethodNotAllowed(
+            "Only DELETE,GET,HEAD,POST allowed".into(),
+        )),
     }
 }
 
@@ -127,12 +125,23 @@ pub async fn count_range(st: &State, start: &str, end: &str) -> Result<u64> {
 
 /// `GET /_uuids?count=N`.
 pub fn uuids(req: &Req) -> Result<Response<Body>> {
-    let count = req.query.u64("count")?.unwrap_or(1);
+    let count = match req.query.get("count") {
+        None => 1,
+        Some(c) => c
+            .parse::<u64>()
+            .map_err(|_| Error::bad_request("count must be a positive integer"))?,
+    };
     if count > 1000 {
         return Err(Error::bad_request("count parameter too large"));
     }
     let ids: Vec<Value> = (0..count).map(|_| Value::String(new_uuid())).collect();
-    Ok(json_response(StatusCode::OK, &json!({ "uuids": ids })))
+    let mut r = json_response(StatusCode::OK, &json!({ "uuids": ids }));
+    // Fresh ids every time: never cached.
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    h.insert(header::ETAG, HeaderValue::from_str(&format!("\"{}\"", new_uuid())).expect("hex is a valid header"));
+    Ok(r)
 }
 
 /// A random 32-hex-digit id, as CouchDB generates them.

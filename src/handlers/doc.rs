@@ -9,7 +9,7 @@ use crate::backend::{backend_error, encode_component, encode_doc_id, parse_json,
 use crate::body::{self, json_response, Body};
 use crate::error::{Error, Result};
 use crate::namespace::{set_id, Namespace};
-use crate::proxy::{not_allowed, State};
+use crate::proxy::State;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use serde_json::{Map, Value};
@@ -34,19 +34,112 @@ const GET_PARAMS: &[&str] = &[
 const WRITE_PARAMS: &[&str] = &["rev", "new_edits", "batch"];
 
 pub async fn handle(st: &State, ns: &Namespace, id: &str, req: Req) -> Result<Response<Body>> {
-    let backing = ns.encode_id(id)?;
+    let backing = match ns.encode_id(id) {
+        Ok(b) => b,
+        // No document can have that id; CouchDB reads it as missing.
+        Err(_) if matches!(req.method, Method::GET | Method::HEAD) => {
+            return Err(Error::not_found("missing"))
+        }
+        Err(_) if req.method == Method::POST => {
+            return Err(Error::bad_request("Referer header required."))
+        }
+        Err(_) if id == "_local" => {
+            return Err(Error::bad_request("Invalid _local document id."))
+        }
+        Err(e) => return Err(e),
+    };
     match req.method {
         Method::GET | Method::HEAD => get(st, ns, &backing, req).await,
         Method::PUT => put(st, ns, &backing, req).await,
         Method::DELETE => delete(st, ns, &backing, req).await,
-        ref m if m.as_str() == "COPY" => Err(Error::NotImplemented("COPY is not supported".into())),
-        _ => Err(not_allowed(&[
-            Method::GET,
-            Method::HEAD,
-            Method::PUT,
-            Method::DELETE,
-        ])),
+        // CouchDB's POST to a document is an HTML form upload, which it refuses without this.
+        Method::POST => Err(Error::bad_request("Referer header required.")),
+        ref m if m.as_str() == "COPY" => copy(st, ns, &backing, req).await,
+        _ => Err(Error::MethodNotAllowed(
+            "Only DELETE,GET,HEAD,POST,PUT,COPY allowed".into(),
+        )),
     }
+}
+
+/// The revision a write names: the `rev` parameter, else the `If-Match` header (CouchDB reads
+/// an ETag as a revision); both given and different is an error.
+fn explicit_rev(req: &Req) -> Result<Option<String>> {
+    let etag = req
+        .headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().trim_matches('"').to_owned());
+    match (req.query.get("rev"), etag) {
+        (Some(q), Some(e)) if q != e => Err(Error::bad_request(
+            "Document rev and etag have different values.",
+        )),
+        (Some(q), _) => Ok(Some(q.to_owned())),
+        (None, e) => Ok(e),
+    }
+}
+
+/// The query string of a write: the parameters passed on, with the explicit revision.
+fn write_query(req: &Req, allowed: &[&str]) -> Result<String> {
+    let rev = explicit_rev(req)?;
+    Ok(query_string(
+        req.query
+            .0
+            .iter()
+            .filter(|(k, _)| k != "rev" && allowed.contains(&k.as_str()))
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .chain(rev.map(|r| ("rev", r))),
+    ))
+}
+
+/// `COPY /{db}/{docid}` with `Destination: {id}[?rev={rev}]`: the document (at `rev` if given)
+/// written again under another id of the same namespace, attachments included.
+async fn copy(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Response<Body>> {
+    let dest = req
+        .headers
+        .get("destination")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| Error::bad_request("Destination header is mandatory for COPY."))?;
+    let (dest_id, dest_query) = dest.split_once('?').unwrap_or((dest, ""));
+    let dest_id = percent_encoding::percent_decode_str(dest_id)
+        .decode_utf8()
+        .map_err(|_| Error::bad_request("Destination header is not valid percent-encoded UTF-8"))?
+        .into_owned();
+    let dest_rev = super::Query::parse(dest_query).get("rev").map(str::to_owned);
+    let dest_backing = ns.encode_id(&dest_id)?;
+    if dest_id.starts_with("_local/") {
+        st.registry.note_local(ns, &dest_id).await?;
+    }
+
+    let mut q: Vec<(&str, String)> = vec![("attachments", "true".into())];
+    if let Some(rev) = req.query.get("rev") {
+        q.push(("rev", rev.to_owned()));
+    }
+    let url = st
+        .backend
+        .db_url(&format!("/{}{}", encode_doc_id(backing), query_string(q)));
+    let (status, source) = st.backend.json(Method::GET, &url, None).await?;
+    if !status.is_success() {
+        return Err(backend_error(status, &source));
+    }
+    let Value::Object(mut doc) = source else {
+        return Err(Error::BadGateway("the backend answered a document that is not an object".into()));
+    };
+    doc.remove("_rev");
+    if let Some(rev) = dest_rev {
+        doc.insert("_rev".into(), Value::String(rev));
+    }
+    set_id(&mut doc, dest_backing.clone());
+    let body = Bytes::from(serde_json::to_vec(&doc)?);
+    write(
+        st,
+        ns,
+        Method::PUT,
+        &dest_backing,
+        "",
+        body,
+        HeaderValue::from_static("application/json"),
+    )
+    .await
 }
 
 /// The query string for the backend: only `allowed` parameters, values unchanged.
@@ -108,6 +201,18 @@ async fn get(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Resp
     Ok(r)
 }
 
+/// 404 `missing` unless the namespace holds a live document `id`.
+pub async fn require_exists(st: &State, ns: &Namespace, id: &str) -> Result<()> {
+    let backing = ns.encode_doc_id(id)?;
+    let url = st.backend.db_url(&format!("/{}", encode_doc_id(&backing)));
+    let (status, body) = st.backend.json(Method::GET, &url, None).await?;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(ns.client_error(backend_error(status, &body), &backing))
+    }
+}
+
 /// A backend document as the client must see it.
 pub fn strip_doc(st: &State, ns: &Namespace, doc: &mut Value) -> Result<()> {
     ns.strip_doc(doc)?;
@@ -119,10 +224,9 @@ pub fn strip_doc(st: &State, ns: &Namespace, doc: &mut Value) -> Result<()> {
 
 /// Parses a JSON document body, which must be an object.
 pub fn parse_doc(bytes: &[u8]) -> Result<Map<String, Value>> {
-    match serde_json::from_slice(bytes) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(Error::bad_request("Document must be a JSON object")),
-        Err(e) => Err(Error::bad_request(format!("invalid JSON: {e}"))),
+    match body::parse_json(bytes)? {
+        Value::Object(m) => Ok(m),
+        _ => Err(Error::bad_request("Document must be a JSON object")),
     }
 }
 
@@ -131,14 +235,15 @@ fn content_type(headers: &HeaderMap) -> String {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
-        .to_ascii_lowercase()
+        .to_owned()
 }
 
 async fn put(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Response<Body>> {
     let ct = content_type(&req.headers);
-    let query = forward_query(&req, WRITE_PARAMS);
-    let (body, ct) = if ct.starts_with("multipart/related") {
+    let query = write_query(&req, WRITE_PARAMS)?;
+    let (body, ct) = if ct.to_ascii_lowercase().starts_with("multipart/related") {
         let raw_ct = req.headers.get(header::CONTENT_TYPE).cloned();
+        // The boundary is case-sensitive: it is read from the header as sent.
         let boundary = multipart_boundary(&ct)
             .ok_or_else(|| Error::bad_request("multipart/related without a boundary"))?;
         let bytes = req.bytes().await?;
@@ -151,11 +256,8 @@ async fn put(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Resp
             raw_ct.unwrap_or(HeaderValue::from_static("multipart/related")),
         )
     } else {
-        if !(ct.is_empty() || ct.starts_with("application/json") || ct.starts_with("text/plain")) {
-            return Err(Error::BadContentType(
-                "Content-Type must be application/json or multipart/related".into(),
-            ));
-        }
+        // CouchDB reads any other body as JSON, whatever its content type (`curl -d` sends
+        // a form type).
         let bytes = req.bytes().await?;
         let mut doc = parse_doc(&bytes)?;
         set_id(&mut doc, backing.to_owned());
@@ -195,17 +297,7 @@ pub async fn post(st: &State, ns: &Namespace, req: Req) -> Result<Response<Body>
 }
 
 async fn delete(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Response<Body>> {
-    let mut query = forward_query(&req, &["rev", "batch"]);
-    if req.query.get("rev").is_none() {
-        if let Some(etag) = req
-            .headers
-            .get(header::IF_MATCH)
-            .and_then(|v| v.to_str().ok())
-        {
-            let rev = etag.trim_matches('"').to_owned();
-            query = query_string([("rev", rev)]);
-        }
-    }
+    let query = write_query(&req, &["batch"])?;
     write(
         st,
         ns,
@@ -247,18 +339,38 @@ async fn write(
         .await?;
     let value = parse_json(&bytes)?;
     if !status.is_success() {
-        return Err(backend_error(status, &value));
+        return Err(ns.client_error(backend_error(status, &value), backing));
     }
     st.note_write(ns);
-    write_result(ns, status, &headers, value)
+    write_result(ns, status, &headers, value, None)
 }
 
-/// Rewrites the answer to a single-document write.
+/// Document ids in `Location` headers, escaped as CouchDB escapes them (`_design/x` as
+/// `_design%2Fx`, `:` kept).
+const LOCATION_ID: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b':');
+
+/// The path a write's `Location` names: the database, the client id, and the attachment.
+fn location(db: &str, id: &str, attachment: Option<&str>) -> String {
+    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, LOCATION_ID).to_string();
+    let mut loc = format!("/{}/{}", encode_component(db), enc(id));
+    if let Some(name) = attachment {
+        loc.push('/');
+        loc.push_str(&enc(name));
+    }
+    loc
+}
+
+/// Rewrites the answer to a single-document write (of `attachment`, if one was written).
 pub fn write_result(
     ns: &Namespace,
     status: StatusCode,
     headers: &HeaderMap,
     mut value: Value,
+    attachment: Option<&str>,
 ) -> Result<Response<Body>> {
     let client_id = value
         .get("id")
@@ -269,12 +381,7 @@ pub fn write_result(
     let mut r = json_response(status, &value);
     copy_headers(headers, r.headers_mut(), &[header::ETAG]);
     if headers.contains_key(header::LOCATION) {
-        let loc = format!(
-            "/{}/{}",
-            encode_component(ns.db()),
-            encode_doc_id(&client_id)
-        );
-        if let Ok(v) = HeaderValue::from_str(&loc) {
+        if let Ok(v) = HeaderValue::from_str(&location(ns.db(), &client_id, attachment)) {
             r.headers_mut().insert(header::LOCATION, v);
         }
     }
@@ -341,6 +448,14 @@ mod tests {
             Some("abc".into())
         );
         assert!(rewrite_multipart_doc(b"garbage", "abc", |_| Ok(())).is_err());
+    }
+
+    #[test]
+    fn locations_are_escaped_like_couchdb() {
+        assert_eq!(location("db", "_design/app", None), "/db/_design%2Fapp");
+        assert_eq!(location("db", "x:y", None), "/db/x:y");
+        assert_eq!(location("db", "z~", None), "/db/z%7E");
+        assert_eq!(location("a/b", "d", Some("sub/f.txt")), "/a%2Fb/d/sub%2Ff.txt");
     }
 
     #[test]

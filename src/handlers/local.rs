@@ -5,18 +5,14 @@ use super::Req;
 use crate::body::Body;
 use crate::error::Result;
 use crate::namespace::Namespace;
-use crate::proxy::{only, State};
+use crate::proxy::State;
 use http::{Method, Response};
 
 pub async fn handle(st: &State, ns: &Namespace, id: &str, req: Req) -> Result<Response<Body>> {
-    only(
-        &req.method,
-        &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
-    )?;
     if req.method == Method::PUT {
         st.registry.note_local(ns, id).await?;
     }
     // `_local` documents behave as documents without revision history; the document handler
-    // serves them, with the local id encoding chosen by `Namespace::encode_id`.
+    // serves them (COPY included), with the local id encoding chosen by `Namespace::encode_id`.
     super::doc::handle(st, ns, id, req).await
 }

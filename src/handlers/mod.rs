@@ -58,9 +58,9 @@ impl Req {
         read_json(&self.headers, self.body, self.max_body).await
     }
 
-    /// The body as bytes, size checked.
+    /// The body as bytes, size checked and `Content-Encoding` undone.
     pub async fn bytes(self) -> Result<Bytes> {
-        body::read_limited(self.body, self.max_body).await
+        body::read_request(&self.headers, self.body, self.max_body).await
     }
 
     /// The body as a stream bounded to the size limit, for forwarding, and a flag that is set

@@ -1,4 +1,5 @@
-//! `POST /{db}/_revs_diff`: which of the given revisions the namespace lacks.
+//! `POST /{db}/_revs_diff` (which of the given revisions the namespace lacks, and their
+//! possible ancestors) and its older form `POST /{db}/_missing_revs`.
 
 use super::Req;
 use crate::body::{json_response, Body};
@@ -6,13 +7,20 @@ use crate::error::{Error, Result};
 use crate::namespace::Namespace;
 use crate::proxy::State;
 use http::{Method, Response, StatusCode};
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
-pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Body>> {
+/// Which of the two endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// `_revs_diff`: `{id: {"missing": [...], "possible_ancestors": [...]}}`.
+    RevsDiff,
+    /// `_missing_revs`: `{"missing_revs": {id: [...]}}`.
+    MissingRevs,
+}
+
+pub async fn handle(st: &State, ns: &Namespace, req: Req, form: Form) -> Result<Response<Body>> {
     let Value::Object(asked) = req.json().await? else {
-        return Err(Error::bad_request(
-            "_revs_diff expects an object of id: [revs]",
-        ));
+        return Err(Error::bad_request("Request body must be a JSON object"));
     };
     let mut forward = Map::new();
     let mut answer = Map::new();
@@ -28,20 +36,28 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
             }
             // An id no document can have: every revision is missing, as in CouchDB.
             Err(_) => {
-                answer.insert(id, serde_json::json!({ "missing": revs }));
+                let missing = match form {
+                    Form::RevsDiff => json!({ "missing": revs }),
+                    Form::MissingRevs => revs,
+                };
+                answer.insert(id, missing);
             }
         }
     }
     if !forward.is_empty() {
-        let url = st.backend.db_url("/_revs_diff");
-        let (_, diff) = st
+        let path = match form {
+            Form::RevsDiff => "/_revs_diff",
+            Form::MissingRevs => "/_missing_revs",
+        };
+        let (_, mut diff) = st
             .backend
-            .json(Method::POST, &url, Some(&Value::Object(forward)))
+            .json(Method::POST, &st.backend.db_url(path), Some(&Value::Object(forward)))
             .await?;
+        if form == Form::MissingRevs {
+            diff = diff.get_mut("missing_revs").map(Value::take).unwrap_or(Value::Null);
+        }
         let Value::Object(diff) = diff else {
-            return Err(Error::BadGateway(
-                "_revs_diff answer is not an object".into(),
-            ));
+            return Err(Error::BadGateway(format!("{path} answer is not an object")));
         };
         for (backing, v) in diff {
             if let Some(id) = ns.decode_id(&backing) {
@@ -49,5 +65,9 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
             }
         }
     }
-    Ok(json_response(StatusCode::OK, &Value::Object(answer)))
+    let answer = match form {
+        Form::RevsDiff => Value::Object(answer),
+        Form::MissingRevs => json!({ "missing_revs": answer }),
+    };
+    Ok(json_response(StatusCode::OK, &answer))
 }

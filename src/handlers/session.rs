@@ -14,6 +14,18 @@ use std::net::IpAddr;
 /// Largest `POST /_session` body read.
 const MAX_BODY: u64 = 64 * 1024;
 
+/// `GET /_session` without credentials: CouchDB's answer for an anonymous caller.
+pub fn anonymous() -> Response<Body> {
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "ok": true,
+            "userCtx": {"name": null, "roles": []},
+            "info": {"authentication_handlers": ["jwt", "cookie", "default"]},
+        }),
+    )
+}
+
 pub fn get(who: &Identity) -> Response<Body> {
     json_response(
         StatusCode::OK,
