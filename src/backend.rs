@@ -27,6 +27,13 @@ const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
+/// The reason given for URLs too long for CouchDB.
+pub const URL_TOO_LONG: &str = "the request URL is too long";
+
+/// Longest request target (path and query) couchgate accepts: CouchDB's own HTTP layer reads
+/// request lines of at most 8 KiB.
+pub const MAX_URL_BYTES: usize = 8150;
+
 /// Most bytes of a backend JSON answer couchgate will buffer.
 const MAX_JSON_RESPONSE: u64 = 512 * 1024 * 1024;
 
@@ -164,6 +171,14 @@ impl Backend {
                 tracing::warn!(error = %e, "backend request failed");
                 Err(Error::BadGateway("the backend connection failed".into()))
             }
+            // CouchDB's HTTP layer refuses a request line longer than it reads (about 8 KiB)
+            // with a bare 400, before any CouchDB code runs: the client's URL was too long.
+            Ok(Ok(resp))
+                if resp.status() == StatusCode::BAD_REQUEST
+                    && !resp.headers().contains_key(header::CONTENT_TYPE) =>
+            {
+                Err(Error::bad_request(URL_TOO_LONG))
+            }
             Ok(Ok(resp)) => Ok(resp),
         }
     }
@@ -186,6 +201,22 @@ impl Backend {
         body: Option<&Value>,
         timeout: Duration,
     ) -> Result<(StatusCode, Value)> {
+        let (status, value) = self.json_any_status(method, url, body, timeout).await?;
+        if status.is_success() {
+            Ok((status, value))
+        } else {
+            Err(backend_error(status, &value))
+        }
+    }
+
+    /// Like [`Backend::json`], but a CouchDB error answer is returned as it is.
+    pub async fn json_any_status(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Value)> {
         let mut b = self
             .request(method, url)
             .header(header::ACCEPT, "application/json");
@@ -202,12 +233,7 @@ impl Backend {
         let resp = self.send(req, timeout).await?;
         let status = resp.status();
         let bytes = self.read(resp.into_body(), timeout).await?;
-        let value = parse_json(&bytes)?;
-        if status.is_success() {
-            Ok((status, value))
-        } else {
-            Err(backend_error(status, &value))
-        }
+        Ok((status, parse_json(&bytes)?))
     }
 
     /// Reads a whole backend body, bounded in size and time.

@@ -31,6 +31,9 @@ pub struct State {
     pub cors: Cors,
     /// The changes index and its follower, unless `--changes-source filter`.
     pub follower: Option<Arc<Follower>>,
+    /// The shared database's `cluster` settings (q, n, w, r), read once: every virtual
+    /// database has them, and they say nothing about other users.
+    pub cluster: tokio::sync::OnceCell<serde_json::Value>,
 }
 
 /// How long a request waits for the changes index to catch up with this instance's writes.
@@ -76,6 +79,7 @@ impl Proxy {
                 registry: Arc::new(Registry::new(backend.clone())),
                 cors: Cors::new(&config.cors),
                 follower,
+                cluster: tokio::sync::OnceCell::new(),
                 auth,
                 backend,
                 config,
@@ -136,6 +140,10 @@ impl Proxy {
         let st = &self.state;
         if let Some(resp) = st.cors.preflight(&req) {
             return Ok(resp);
+        }
+        let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+        if target_len > crate::backend::MAX_URL_BYTES {
+            return Err(Error::bad_request(crate::backend::URL_TOO_LONG));
         }
         let route = routing::route(req.uri().path())?;
         let peer = req.extensions().get::<ClientAddr>().map(|a| a.0);

@@ -15,6 +15,9 @@ const PARAMS: &[&str] = &["revs", "attachments", "latest", "att_encoding_info"];
 pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Body>> {
     let query = super::doc::forward_query(&req, PARAMS);
     let body = req.json().await?;
+    if !body.is_object() {
+        return Err(Error::bad_request("Request body must be a JSON object"));
+    }
     let Some(docs) = body.get("docs").and_then(Value::as_array) else {
         return Err(Error::bad_request("Missing JSON list of 'docs'."));
     };
@@ -29,7 +32,20 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
         let Some(obj) = item.as_object() else {
             return Err(Error::bad_request("each of 'docs' must be an object"));
         };
-        let id = obj.get("id").and_then(Value::as_str).unwrap_or("");
+        let Some(id) = obj.get("id").and_then(Value::as_str) else {
+            results.push(Some(error_result(
+                Value::Null,
+                Value::Null,
+                &Error::bad_request("document id missed"),
+            )));
+            continue;
+        };
+        // `_local` documents are not replicated: CouchDB finds none here.
+        if id.starts_with("_local/") {
+            let rev = obj.get("rev").cloned().unwrap_or(json!("undefined"));
+            results.push(Some(error_result(json!(id), rev, &Error::not_found("missing"))));
+            continue;
+        }
         match ns.encode_doc_id(id) {
             Ok(backing) => {
                 let round = seen.entry(backing.clone()).or_insert(0);
@@ -42,15 +58,11 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
                 *round += 1;
                 results.push(None);
             }
-            Err(e) => results.push(Some(json!({
-                "id": id,
-                "docs": [{"error": {
-                    "id": id,
-                    "rev": obj.get("rev").cloned().unwrap_or(Value::Null),
-                    "error": e.name(),
-                    "reason": e.reason(),
-                }}],
-            }))),
+            Err(e) => results.push(Some(error_result(
+                json!(id),
+                obj.get("rev").cloned().unwrap_or(Value::Null),
+                &e,
+            ))),
         }
     }
     let url = st.backend.db_url(&format!("/_bulk_get{query}"));
@@ -85,6 +97,14 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
         StatusCode::OK,
         &json!({ "results": results }),
     ))
+}
+
+/// A result row answered without the backend.
+fn error_result(id: Value, rev: Value, e: &Error) -> Value {
+    json!({
+        "id": id,
+        "docs": [{"error": {"id": id, "rev": rev, "error": e.name(), "reason": e.reason()}}],
+    })
 }
 
 /// Rewrites one `{"id", "docs": [{"ok": doc} | {"error": {...}}]}` result.

@@ -22,7 +22,14 @@ pub async fn handle(st: &State, who: &Identity, db: &str, req: Req) -> Result<Re
         }
         Method::PUT => {
             st.registry.create(&who.user, db).await?;
-            Ok(json_response(StatusCode::CREATED, &json!({"ok": true})))
+            let mut r = json_response(StatusCode::CREATED, &json!({"ok": true}));
+            if let Ok(loc) = HeaderValue::from_str(&format!(
+                "/{}",
+                crate::backend::encode_component(db)
+            )) {
+                r.headers_mut().insert(header::LOCATION, loc);
+            }
+            Ok(r)
         }
         Method::DELETE => {
             if req.query.get("rev").is_some() {
@@ -69,9 +76,17 @@ async fn info(st: &State, ns: &Namespace, db: &str) -> Result<Response<Body>> {
             )
         }
     };
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({
+    let cluster = st
+        .cluster
+        .get_or_try_init(|| async {
+            let (_, shared) = st
+                .backend
+                .json(Method::GET, &st.backend.db_url(""), None)
+                .await?;
+            Ok::<_, Error>(shared["cluster"].clone())
+        })
+        .await?;
+    let mut info = json!({
             "db_name": db,
             "update_seq": update_seq,
             "doc_count": doc_count,
@@ -82,8 +97,11 @@ async fn info(st: &State, ns: &Namespace, db: &str) -> Result<Response<Body>> {
             "props": {},
             "disk_format_version": 8,
             "instance_start_time": "0",
-        }),
-    ))
+    });
+    if !cluster.is_null() {
+        info["cluster"] = cluster.clone();
+    }
+    Ok(json_response(StatusCode::OK, &info))
 }
 
 /// Counts the live documents of a namespace: from the changes index when it is synced,

@@ -130,7 +130,7 @@ async fn copy(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Res
     }
     set_id(&mut doc, dest_backing.clone());
     let body = Bytes::from(serde_json::to_vec(&doc)?);
-    write(
+    let (status, mut headers, value) = send_write(
         st,
         ns,
         Method::PUT,
@@ -139,7 +139,15 @@ async fn copy(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Res
         body,
         HeaderValue::from_static("application/json"),
     )
-    .await
+    .await?;
+    // CouchDB's COPY answers the new revision as the ETag, for `_local` copies too.
+    if let Some(etag) = value["rev"]
+        .as_str()
+        .and_then(|rev| HeaderValue::from_str(&format!("\"{rev}\"")).ok())
+    {
+        headers.insert(header::ETAG, etag);
+    }
+    write_result(ns, status, &headers, value, None)
 }
 
 /// The query string for the backend: only `allowed` parameters, values unchanged.
@@ -205,12 +213,11 @@ async fn get(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Resp
 pub async fn require_exists(st: &State, ns: &Namespace, id: &str) -> Result<()> {
     let backing = ns.encode_doc_id(id)?;
     let url = st.backend.db_url(&format!("/{}", encode_doc_id(&backing)));
-    let (status, body) = st.backend.json(Method::GET, &url, None).await?;
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(ns.client_error(backend_error(status, &body), &backing))
-    }
+    st.backend
+        .json(Method::GET, &url, None)
+        .await
+        .map_err(|e| ns.client_error(e, &backing))?;
+    Ok(())
 }
 
 /// A backend document as the client must see it.
@@ -282,9 +289,12 @@ pub async fn post(st: &State, ns: &Namespace, req: Req) -> Result<Response<Body>
         None => super::db::new_uuid(),
     };
     let backing = ns.encode_id(&id)?;
+    if id.starts_with("_local/") {
+        st.registry.note_local(ns, &id).await?;
+    }
     set_id(&mut doc, backing.clone());
     let body = Bytes::from(serde_json::to_vec(&doc)?);
-    write(
+    let mut r = write(
         st,
         ns,
         Method::PUT,
@@ -293,7 +303,10 @@ pub async fn post(st: &State, ns: &Namespace, req: Req) -> Result<Response<Body>
         body,
         HeaderValue::from_static("application/json"),
     )
-    .await
+    .await?;
+    // CouchDB's POST to a database names the new document in `Location` only.
+    r.headers_mut().remove(header::ETAG);
+    Ok(r)
 }
 
 async fn delete(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Response<Body>> {
@@ -320,6 +333,21 @@ async fn write(
     body: Bytes,
     content_type: HeaderValue,
 ) -> Result<Response<Body>> {
+    let (status, headers, value) =
+        send_write(st, ns, method, backing, query, body, content_type).await?;
+    write_result(ns, status, &headers, value, None)
+}
+
+/// Sends a write of one document; a refusal becomes the client's error.
+async fn send_write(
+    st: &State,
+    ns: &Namespace,
+    method: Method,
+    backing: &str,
+    query: &str,
+    body: Bytes,
+    content_type: HeaderValue,
+) -> Result<(StatusCode, HeaderMap, Value)> {
     let url = st
         .backend
         .db_url(&format!("/{}{}", encode_doc_id(backing), query));
@@ -342,7 +370,7 @@ async fn write(
         return Err(ns.client_error(backend_error(status, &value), backing));
     }
     st.note_write(ns);
-    write_result(ns, status, &headers, value, None)
+    Ok((status, headers, value))
 }
 
 /// Document ids in `Location` headers, escaped as CouchDB escapes them (`_design/x` as

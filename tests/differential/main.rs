@@ -25,9 +25,20 @@ use target::Target;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn couchgate_answers_like_the_backend_itself() {
     let backend = Backend::start();
-    let gate = Gate::start(&backend, &[]);
     let couchdb = !backend.is_pouchdb_server();
-    let ctl_db = format!("{}-control", support::unique_db());
+    // Both databases get one shard, so that both `_changes` feeds are in update order (with
+    // several shards CouchDB interleaves them, differently for different ids).
+    let shared_db = support::unique_db();
+    let ctl_db = format!("{shared_db}-control");
+    for db in [&shared_db, &ctl_db] {
+        let created = reqwest::Client::new()
+            .put(format!("{}/{db}?q=1", backend.url))
+            .send()
+            .await
+            .expect("the backend answers");
+        assert!(created.status().is_success(), "creating {db}: {}", created.status());
+    }
+    let gate = Gate::start_on(&backend, &shared_db, "127.0.0.1:0", &[]);
     let mut through = Target::gate(&gate, "alice", "diffdb");
     let mut direct = Target::direct(&backend.url, &ctl_db);
 
@@ -52,6 +63,10 @@ async fn couchgate_answers_like_the_backend_itself() {
         differences.extend(compare::diff(&step.name, &na, &nb));
     }
     direct.cleanup().await;
+    let _ = reqwest::Client::new()
+        .delete(format!("{}/{shared_db}", backend.url))
+        .send()
+        .await;
 
     let backend_name = if couchdb { "CouchDB" } else { "PouchDB Server" };
     let known = known::for_backend(couchdb);

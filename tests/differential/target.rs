@@ -215,7 +215,10 @@ impl Target {
                     let revs = self.revs.entry(id.to_owned()).or_default();
                     if !revs.iter().any(|r| r == rev) {
                         revs.push(rev.to_owned());
-                        let label = format!("{id}@{}", revs.len());
+                        // Generated ids differ between the targets; their revisions are
+                        // labelled by generation alone.
+                        let who = if crate::compare::is_uuid(id) { "<generated>" } else { id };
+                        let label = format!("{who}@{}", revs.len());
                         if let Some((_, hash)) = rev.split_once('-') {
                             self.labels
                                 .entry(hash.to_owned())
