@@ -153,17 +153,21 @@ pub fn validate_db_name(name: &str) -> Result<()> {
 /// Decodes one path segment. A `%` not followed by two hex digits is CouchDB's 400; escapes
 /// that decode to something other than UTF-8 name nothing that can exist (404).
 fn decode(segment: &str) -> Result<String> {
-    let b = segment.as_bytes();
-    for (i, _) in segment.match_indices('%') {
-        let hex = |j: usize| b.get(j).is_some_and(u8::is_ascii_hexdigit);
-        if !(hex(i + 1) && hex(i + 2)) {
-            return Err(Error::bad_request("invalid_url_encoding"));
-        }
-    }
+    check_escapes(segment)?;
     percent_decode_str(segment)
         .decode_utf8()
         .map(|s| s.into_owned())
         .map_err(|_| Error::not_found("missing"))
+}
+
+/// CouchDB's 400 for a `%` not followed by two hex digits, in a path or a query string.
+pub fn check_escapes(text: &str) -> Result<()> {
+    let b = text.as_bytes();
+    let hex = |j: usize| b.get(j).is_some_and(u8::is_ascii_hexdigit);
+    match text.match_indices('%').all(|(i, _)| hex(i + 1) && hex(i + 2)) {
+        true => Ok(()),
+        false => Err(Error::bad_request("invalid_url_encoding")),
+    }
 }
 
 /// Routes a raw request path (without the query string).

@@ -452,6 +452,7 @@ pub async fn handle(
             source,
             tx,
             sent: 0,
+            start: since.clone(),
             since,
             ends_at,
         };
@@ -480,6 +481,8 @@ struct Driver<'a> {
     sent: u64,
     /// Position after the last row sent or skipped.
     since: Position,
+    /// Where the feed started.
+    start: Position,
     /// When the credential that opened the feed expires: a live feed ends then.
     ends_at: Option<Instant>,
 }
@@ -511,11 +514,17 @@ impl Driver<'_> {
             return Ok(());
         }
         let last_seq = json!(self.st.seqs.seal_position(&self.since));
-        let pending = self
-            .source
-            .pending(self.ns, &self.since, self.opts.descending)
-            .map(|n| format!(",\"pending\":{n}"))
-            .unwrap_or_default();
+        // With `_doc_ids`, CouchDB counts the changes after `since` that were not sent,
+        // whether the filter would pass them or not.
+        let pending = match &self.opts.doc_ids {
+            None => self.source.pending(self.ns, &self.since, self.opts.descending),
+            Some(_) => self
+                .source
+                .pending(self.ns, &self.start, self.opts.descending)
+                .map(|n| n.saturating_sub(self.sent)),
+        }
+        .map(|n| format!(",\"pending\":{n}"))
+        .unwrap_or_default();
         let tail = match self.opts.feed {
             Feed::Normal | Feed::Longpoll => {
                 format!("\n],\n\"last_seq\":{last_seq}{pending}}}\n")

@@ -124,7 +124,8 @@ async fn copy(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Res
     let Value::Object(mut doc) = source else {
         return Err(Error::BadGateway("the backend answered a document that is not an object".into()));
     };
-    doc.remove("_rev");
+    // `shift_remove` keeps the members in order: CouchDB's revision hash depends on it.
+    doc.shift_remove("_rev");
     if let Some(rev) = dest_rev {
         doc.insert("_rev".into(), Value::String(rev));
     }

@@ -44,9 +44,11 @@ impl Req {
                 )));
             }
         }
+        let raw_query = parts.uri.query().unwrap_or("");
+        crate::routing::check_escapes(raw_query)?;
         Ok(Req {
             method: parts.method,
-            query: Query::parse(parts.uri.query().unwrap_or("")),
+            query: Query::parse(raw_query),
             headers: parts.headers,
             body,
             max_body,

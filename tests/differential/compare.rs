@@ -148,7 +148,11 @@ pub fn normalize(a: &Answer, t: &Target, step: &Step) -> Normal {
                         Some(i) => v[i + 3..].find('/').map_or("", |j| &v[i + 3 + j..]),
                         None => v,
                     };
-                    labels.string(path)
+                    let path = labels.string(path);
+                    path.split('/')
+                        .map(|seg| if is_uuid(seg) { "<uuid>" } else { seg })
+                        .collect::<Vec<_>>()
+                        .join("/")
                 }
                 _ => v.to_owned(),
             };

@@ -26,6 +26,8 @@ pub struct Target {
     pub labels: HashMap<String, String>,
     /// The last generated document id a write answered.
     pub generated: Option<String>,
+    /// Creates its database with `?q=1`.
+    single_shard: bool,
 }
 
 enum Auth {
@@ -65,7 +67,9 @@ impl Target {
         let mut root = url.clone();
         let _ = root.set_username("");
         let _ = root.set_password(None);
-        Target::new(root.as_str(), db, auth)
+        let mut t = Target::new(root.as_str(), db, auth);
+        t.single_shard = true;
+        t
     }
 
     fn new(root: &str, db: &str, auth: Auth) -> Target {
@@ -82,6 +86,7 @@ impl Target {
             row_seqs: Vec::new(),
             labels: HashMap::new(),
             generated: None,
+            single_shard: false,
         }
     }
 
@@ -142,10 +147,14 @@ impl Target {
 
     pub async fn send(&mut self, step: &Step) -> Answer {
         let path = self.expand(&step.path);
-        let url = match step.scope {
+        let mut url = match step.scope {
             Scope::Db => format!("{}/{}{}", self.root, self.db, path),
             Scope::Server => format!("{}{}", self.root, path),
         };
+        // The control database is created with one shard, like the shared one.
+        if self.single_shard && step.scope == Scope::Db && path.is_empty() && step.method == "PUT" {
+            url.push_str("?q=1");
+        }
         let method = Method::from_bytes(step.method.as_bytes()).expect("method");
         let mut r = self.http.request(method, &url);
         if !step.anon {
