@@ -1,13 +1,16 @@
-// changes-scale: a user's `_changes?since=0&style=all_docs` (100 docs of ~1 KB) while the shared
-// backing database holds N documents of other users, through couchgate (per changes source)
-// and straight at a plain database holding only that user's docs.
+// changes-scale: a user's `_changes?since=0` (style=all_docs and the default main_only; 100 docs
+// of ~1 KB) while the shared backing database holds N documents of other users, through couchgate
+// (per changes source) and straight at a plain database holding only that user's docs; with the
+// number of backend requests couchgate made per client request (a counting proxy in between).
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import { request } from './lib/http.mjs';
+import { logMark, logSince } from './lib/countproxy.mjs';
 import { cpuSeconds, rssMiB } from './lib/procs.mjs';
 import { fmt, fmtMs, log, makeDoc, mdTable, median, percentile, timeRatio, sleep } from './lib/util.mjs';
 import { agent } from './lib/http.mjs';
 
-export const describe = "a user's _changes?since=0&style=all_docs (100 docs) as the shared db grows with other users' docs";
+export const describe = "a user's _changes?since=0 (style=all_docs and default; 100 docs) as the shared db grows with other users' docs";
 export const options = {
   sizes: { def: '10000,100000', help: 'numbers of other users\' docs in the shared db, ascending (1000000 needs minutes and several GB)' },
   'user-docs': { def: 100, help: 'docs of the measured user' },
@@ -18,7 +21,12 @@ export const options = {
   sources: { def: 'index,filter', help: 'couchgate --changes-source values to measure (when the flag exists)' },
   'index-args': { def: '', help: 'extra couchgate flags for the index source, space-separated' },
   restart: { def: true, help: 'after the largest size, restart each couchgate and time its first answer' },
+  styles: { def: 'all_docs,default', help: 'comma-separated: all_docs (style=all_docs), main_only (style=main_only), default (no style parameter: main_only)' },
+  'count-backend': { def: true, help: 'put a counting HTTP proxy (lib/countproxy.mjs) between each measured couchgate and the backend and report its backend requests per _changes' },
+  'load-concurrency': { def: 1, help: '_bulk_docs batches in flight at once when loading other users\' docs' },
 };
+
+const STYLE_QUERY = { all_docs: '&style=all_docs', main_only: '&style=main_only', default: '' };
 
 const USER = 'bench-user';
 const VDB = 'notes';
@@ -40,6 +48,12 @@ export async function run(ctx) {
   const shared = `bench_cs_${ctx.tag}`;
   const directDb = `bench_cs_direct_${ctx.tag}`;
   const ag = agent(8);
+  const styles = String(a.styles).split(',').map((s) => s.trim()).filter(Boolean);
+  for (const st of styles) if (!(st in STYLE_QUERY)) throw new Error(`--styles: unknown style ${st} (all_docs, main_only, default)`);
+  if (!styles.length) throw new Error('--styles needs at least one style');
+  const couchLog = ctx.backend.kind === 'couchdb' ? process.env.COUCHDB_LOG || '' : '';
+  // A real CouchDB: the harness creates the shared database itself (couchgate would too).
+  if (ctx.backend.kind === 'couchdb') await ctx.createBackendDb(shared);
 
   // Paths: couchgate per changes source, if the build has the flag.
   const gates = [];
@@ -49,11 +63,11 @@ export async function run(ctx) {
       const extra = ['--changes-source', src];
       if (src === 'index' && a['index-args']) extra.push(...a['index-args'].split(/\s+/).filter(Boolean));
       if (src === 'index' && ctx.hasFlag('--index-snapshot') && !/--index-snapshot/.test(a['index-args'])) extra.push('--index-snapshot', `${ctx.dir}/index.snapshot`);
-      gates.push({ label: `couchgate ${src}`, src, extra, gate: await ctx.startGate({ database: shared, extraArgs: extra, name: `couchgate-${src}` }) });
+      gates.push({ label: `couchgate ${src}`, src, extra, gate: await ctx.startGate({ database: shared, extraArgs: extra, name: `couchgate-${src}`, countBackend: a['count-backend'] }) });
     }
   } else {
     ctx.note(`this couchgate build has no \`--changes-source\` flag (\`couchgate --help\` does not list it): only its built-in source was measured, labelled "couchgate default"; the ${sources.join('/')} comparison could not be made`);
-    gates.push({ label: 'couchgate default', src: null, extra: [], gate: await ctx.startGate({ database: shared, name: 'couchgate-default' }) });
+    gates.push({ label: 'couchgate default', src: null, extra: [], gate: await ctx.startGate({ database: shared, name: 'couchgate-default', countBackend: a['count-backend'] }) });
   }
   const auth = `Bearer ${ctx.token(USER)}`;
 
@@ -65,10 +79,19 @@ export async function run(ctx) {
   await ctx.backendBulk(directUrl, userDocs);
   const sharedUrl = ctx.backendDb(shared);
 
-  const paths = [
-    { label: 'direct (own db)', url: `${directUrl}/_changes?since=0&style=all_docs`, auth: undefined, pid: null },
-    ...gates.map((g) => ({ label: g.label, url: `${g.gate.url}/${VDB}/_changes?since=0&style=all_docs`, auth, pid: g.gate.pid, g })),
-  ];
+  // One path per style and target; the direct path of a style is its ratio baseline.
+  const paths = [];
+  for (const style of styles) {
+    const q = `?since=0${STYLE_QUERY[style]}`;
+    paths.push({ label: `direct (own db), ${style}`, style, direct: true, url: `${directUrl}/_changes${q}`, auth: undefined, pid: null });
+    for (const g of gates) paths.push({ label: `${g.label}, ${style}`, style, url: `${g.gate.url}/${VDB}/_changes${q}`, auth, pid: g.gate.pid, g });
+  }
+  if (a['count-backend']) {
+    ctx.note('couchgate\'s backend connection goes through a counting HTTP proxy in the harness (bench/lib/countproxy.mjs): '
+      + '"backend requests per _changes" is the number of requests couchgate sent to the backend during a timed window, divided by the client requests in it '
+      + '(its changes follower\'s long-lived feed opened before the window is not counted); any backend request it makes pays one extra local hop');
+  }
+  if (couchLog) ctx.note(`backend requests are also counted from CouchDB's log (${couchLog}): lines of requests on the shared database that finished within the window`);
 
   async function once(p) {
     const res = await request(p.url, { auth: p.auth, agent: ag, timeout: 600000 });
@@ -78,20 +101,30 @@ export async function run(ctx) {
   }
 
   let loaded = 0;
+  let loadedBatches = 0;
   const perSize = [];
   for (const size of sizes) {
     // Grow the shared db to `size` other docs, straight at the backend.
     const t0 = Date.now();
-    for (let start = loaded; start < size; start += a.batch) {
-      const docs = [];
-      for (let k = start; k < Math.min(size, start + a.batch); k++) {
-        const u = Math.floor(k / PER_OTHER_USER);
-        docs.push(makeDoc(`u${u}.notes.${epochOf(u)}:doc-${k % PER_OTHER_USER}`, k, a['doc-size']));
+    const starts = [];
+    for (let start = loaded; start < size; start += a.batch) starts.push(start);
+    let next = 0;
+    let done = 0;
+    const worker = async () => {
+      while (next < starts.length) {
+        const start = starts[next++];
+        const docs = [];
+        for (let k = start; k < Math.min(size, start + a.batch); k++) {
+          const u = Math.floor(k / PER_OTHER_USER);
+          docs.push(makeDoc(`u${u}.notes.${epochOf(u)}:doc-${k % PER_OTHER_USER}`, k, a['doc-size']));
+        }
+        await ctx.backendBulk(sharedUrl, docs, a.batch);
+        done += docs.length;
+        if (++loadedBatches % 20 === 0) log(`  loaded ${loaded + done}/${size} other docs (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
+        ctx.checkAlive();
       }
-      await ctx.backendBulk(sharedUrl, docs, a.batch);
-      if ((start / a.batch) % 20 === 19) log(`  loaded ${start + docs.length}/${size} other docs (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
-      ctx.checkAlive();
-    }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, a['load-concurrency']) }, worker));
     const loadMs = Date.now() - t0;
     const loadedNow = size - loaded;
     loaded = size;
@@ -102,13 +135,16 @@ export async function run(ctx) {
     for (const p of paths) {
       const t = Date.now();
       await once(p);
-      row.paths[p.label] = { first: Date.now() - t, p50: [], p99: [], mean: [], n: [], cpu: [], bcpu: [] };
+      row.paths[p.label] = { first: Date.now() - t, p50: [], p99: [], mean: [], rate: [], n: [], cpu: [], bcpu: [], breq: [], bkeys: new Map(), lreq: [] };
     }
     // Repetitions, paths in rotating order.
     for (let rep = 0; rep < a.reps; rep++) {
       const order = paths.map((_, i) => paths[(i + rep) % paths.length]);
       for (const p of order) {
         await once(p); await once(p); // warm-up
+        const counter = p.g?.gate.counter;
+        const m0 = counter?.mark();
+        const l0 = p.g && couchLog ? logMark(couchLog) : null;
         const c0 = cpuSeconds(p.pid); const b0 = cpuSeconds(ctx.backend.pid);
         const times = [];
         const start = Date.now();
@@ -119,15 +155,29 @@ export async function run(ctx) {
           times.push(Number(process.hrtime.bigint() - t) / 1e6);
         }
         const r = row.paths[p.label];
+        const sum = times.reduce((x, y) => x + y, 0);
         r.p50.push(percentile(times, 50)); r.p99.push(percentile(times, 99));
-        r.mean.push(times.reduce((x, y) => x + y, 0) / times.length); r.n.push(times.length);
+        r.mean.push(sum / times.length); r.rate.push(times.length / (sum / 1000)); r.n.push(times.length);
         r.cpu.push(((cpuSeconds(p.pid) - c0) * 1000) / times.length);
         r.bcpu.push(((cpuSeconds(ctx.backend.pid) - b0) * 1000) / times.length);
-        log(`  size ${size} rep ${rep + 1} ${p.label}: p50 ${fmtMs(percentile(times, 50))} p99 ${fmtMs(percentile(times, 99))} (${times.length} requests)`);
+        let counted = '';
+        if (counter) {
+          const d = counter.since(m0);
+          r.breq.push(d.total / times.length);
+          for (const [k, n] of d.byKey) r.bkeys.set(k, (r.bkeys.get(k) || 0) + n);
+          for (const [k] of d.byKey) if (k.includes('{doc}')) r.bex = [...new Set([...(r.bex || []), ...counter.examples(k)])];
+          counted = `, ${d.total} backend requests`;
+        }
+        if (l0 != null) {
+          await sleep(300); // CouchDB writes the line when a request has finished
+          const d = logSince(couchLog, l0, `/${shared}`);
+          if (d) { r.lreq.push(d.total / times.length); counted += ` (CouchDB log: ${d.total})`; }
+        }
+        log(`  size ${size} rep ${rep + 1} ${p.label}: p50 ${fmtMs(percentile(times, 50))} p99 ${fmtMs(percentile(times, 99))} (${times.length} requests${counted})`);
         ctx.checkAlive();
       }
     }
-    for (const g of gates) row.paths[g.label].rss = rssMiB(g.gate.pid).rss;
+    for (const g of gates) row.gateRss = { ...row.gateRss, [g.label]: rssMiB(g.gate.pid).rss };
     perSize.push(row);
     reportSize(ctx, row, paths);
   }
@@ -145,27 +195,31 @@ export async function run(ctx) {
 
   const loadRows = perSize.map((r) => [r.size.toLocaleString('en-US'), r.loadedNow.toLocaleString('en-US'), `${(r.loadMs / 1000).toFixed(1)} s`,
     `${fmt(r.loadedNow / (r.loadMs / 1000))} docs/s`, Number.isFinite(r.backendRss) ? `${fmt(r.backendRss)} MiB` : 'n/a',
-    ...gates.map((g) => `${fmt(r.paths[g.label].rss)} MiB`)]);
+    ...gates.map((g) => `${fmt(r.gateRss[g.label])} MiB`)]);
   ctx.section('Loading other users\' docs (straight into the backend, _bulk_docs)', mdTable(
     ['total other docs', 'added', 'load time', 'rate', 'backend RSS after', ...gates.map((g) => `${g.label} RSS`)], loadRows));
 
   if (a.restart) {
     const rows = [];
     for (const g of gates) {
-      const p = paths.find((x) => x.g === g);
+      const p = { ...paths.find((x) => x.g === g) };
       g.gate.expectedDown = true;
       await g.gate.stop();
+      const via = g.gate.counter;
+      const m0 = via?.mark();
       const t = Date.now();
-      const fresh = await ctx.startGate({ database: shared, extraArgs: g.extra, name: `couchgate-${g.src || 'default'}` });
+      const fresh = await ctx.startGate({ database: shared, extraArgs: g.extra, name: `couchgate-${g.src || 'default'}`, via });
       const listenMs = Date.now() - t;
-      p.url = `${fresh.url}/${VDB}/_changes?since=0&style=all_docs`;
+      p.url = `${fresh.url}/${VDB}/_changes?since=0${STYLE_QUERY[p.style]}`;
       p.pid = fresh.pid;
       const t2 = Date.now();
       await once(p);
       const firstMs = Date.now() - t2;
+      const breq = via ? backendSummary(via.since(m0)) : 'n/a';
       const t3 = Date.now();
       await once(p);
-      rows.push([g.label, `${listenMs} ms`, `${firstMs} ms`, `${Date.now() - t3} ms`, `${fmt(rssMiB(fresh.pid).rss)} MiB`]);
+      const secondMs = Date.now() - t3;
+      rows.push([g.label, `${listenMs} ms`, `${firstMs} ms`, `${secondMs} ms`, await indexReady(fresh, g.src), `${fmt(rssMiB(fresh.pid).rss)} MiB`, breq]);
       await fresh.stop();
       fresh.expectedDown = true;
     }
@@ -173,10 +227,12 @@ export async function run(ctx) {
     const idx = gates.find((g) => g.src === 'index');
     if (idx) {
       const extraCold = idx.extra.filter((x, i, arr) => x !== '--index-snapshot' && arr[i - 1] !== '--index-snapshot');
+      const via = idx.gate.counter;
+      const m0 = via?.mark();
       const t = Date.now();
-      const cold = await ctx.startGate({ database: shared, extraArgs: extraCold, name: 'couchgate-index-cold' });
+      const cold = await ctx.startGate({ database: shared, extraArgs: extraCold, name: 'couchgate-index-cold', via });
       const listenMs = Date.now() - t;
-      const url = `${cold.url}/${VDB}/_changes?since=0&style=all_docs`;
+      const url = `${cold.url}/${VDB}/_changes?since=0${STYLE_QUERY[styles[0]]}`;
       const t2 = Date.now();
       const partial = [];
       let firstMs = null;
@@ -187,30 +243,72 @@ export async function run(ctx) {
         if (partial.length < 20) partial.push(`${Date.now() - t2} ms: ${n < 0 ? `status ${-n}` : `${n} rows`}`);
         await sleep(50);
       }
-      rows.push(['couchgate index, cold start (no snapshot)', `${listenMs} ms`, firstMs == null ? 'no complete answer in 600 s' : `${firstMs} ms`, '', `${fmt(rssMiB(cold.pid).rss)} MiB`]);
+      rows.push(['couchgate index, cold start (no snapshot)', `${listenMs} ms`, firstMs == null ? 'no complete answer in 600 s' : `${firstMs} ms`, '', await indexReady(cold, 'index'), `${fmt(rssMiB(cold.pid).rss)} MiB`,
+        via ? backendSummary(via.since(m0)) : 'n/a']);
       if (partial.length) ctx.note(`cold-started index couchgate answered \`_changes?since=0\` incompletely before it had caught up (the user has ${a['user-docs']} docs): ${partial.join('; ')}`);
       cold.expectedDown = true;
       await cold.stop();
     }
     ctx.section(`Restart at ${last.size.toLocaleString('en-US')} other docs`, mdTable(
-      ['path', 'start to listening', 'first _changes after start', 'second _changes', 'RSS after'], rows));
+      ['path', 'start to listening', 'first _changes after start', 'second _changes', 'index ready (couchgate log)', 'RSS after', 'backend requests, start to first answer'], rows)
+      + `\n\n\`_changes?since=0${STYLE_QUERY[styles[0]]}\`. A restarted couchgate is given the same backend URL as before (with --count-backend, the same counting proxy), `
+      + 'since its index snapshot is tied to that URL. "index ready" is the follower\'s own `changes index ready ... elapsed=` log line '
+      + '(time from its start until caught up with the backend feed), with the docs restored from the snapshot; '
+      + 'until then couchgate answers `_changes` from the filtered shared feed (the filter source).');
   }
 }
 
+/**
+ * The index follower's readiness from this couchgate's log (the part after its last start
+ * header): `ready after X (snapshot: N docs)`. Waits up to 10 s for the line.
+ */
+async function indexReady(gate, src) {
+  if (src !== 'index') return '-';
+  for (let i = 0; i < 100; i++) {
+    let text = '';
+    try { text = fs.readFileSync(gate.log, 'utf8'); } catch { return 'n/a'; }
+    text = text.slice(text.lastIndexOf('\n=== ')).replace(/\x1b\[[0-9;]*m/g, '');
+    const ready = text.match(/changes index ready .*?elapsed=([\d.]+)(ms|s|µs)/);
+    const restored = text.match(/changes index restored from its snapshot .*?docs=(\d+)/);
+    const ignored = /ignoring .*snapshot/.test(text);
+    if (ready) {
+      const ms = Number(ready[1]) * (ready[2] === 's' ? 1000 : ready[2] === 'µs' ? 0.001 : 1);
+      return `${fmt(ms)} ms after its start${restored ? ` (${Number(restored[1]).toLocaleString('en-US')} docs from the snapshot)` : ignored ? ' (snapshot ignored)' : ''}`;
+    }
+    await sleep(100);
+  }
+  return 'not ready within 10 s of the answers';
+}
+
+/** `N (key xn, ...)` of a counting-proxy window. */
+function backendSummary(d) {
+  return `${d.total}${d.byKey.length ? ` (${d.byKey.slice(0, 4).map(([k, n]) => `\`${k}\` x${n}`).join(', ')}${d.byKey.length > 4 ? ', ...' : ''})` : ''}`;
+}
+
 function reportSize(ctx, row, paths) {
-  const direct = row.paths[paths[0].label];
-  const dp50 = median(direct.p50);
-  const dp99 = median(direct.p99);
+  const anyCount = paths.some((p) => row.paths[p.label].breq.length);
+  const anyLog = paths.some((p) => row.paths[p.label].lreq.length);
   const rows = paths.map((p) => {
+    const base = paths.find((x) => x.direct && x.style === p.style) || paths[0];
+    const d = row.paths[base.label];
     const r = row.paths[p.label];
     const p50 = median(r.p50);
     const p99 = median(r.p99);
-    return [p.label, fmtMs(p50), fmtMs(p99), fmt(timeRatio(p50, dp50), 2), fmt(timeRatio(p99, dp99), 2),
+    const rate = median(r.rate);
+    const breq = r.breq.length ? `${fmt(median(r.breq), 2)} (${r.breq.map((x) => fmt(x, 2)).join('/')})` : '-';
+    const lreq = r.lreq.length ? `${fmt(median(r.lreq), 2)} (${r.lreq.map((x) => fmt(x, 2)).join('/')})` : '-';
+    return [p.label, fmtMs(p50), fmtMs(p99), `${fmt(rate)}/s`, fmt(timeRatio(p50, median(d.p50)), 2), fmt(timeRatio(p99, median(d.p99)), 2),
+      fmt(median(r.rate) / median(d.rate), 2),
       `${r.first} ms`, p.pid ? `${fmt(median(r.cpu))} ms` : '-', Number.isFinite(median(r.bcpu)) ? `${fmt(median(r.bcpu))} ms` : 'n/a',
-      r.n.join('/')];
+      ...(anyCount ? [breq] : []), ...(anyLog ? [lreq] : []), r.n.join('/')];
   });
+  const keys = paths.filter((p) => row.paths[p.label].bkeys.size)
+    .map((p) => `${p.label}: ${[...row.paths[p.label].bkeys].sort((x, y) => y[1] - x[1]).map(([k, n]) => `\`${k}\` x${n}`).join(', ')}`
+      + (row.paths[p.label].bex ? ` (doc paths seen by the proxy so far: ${row.paths[p.label].bex.map((x) => `\`${x}\``).join(', ')})` : ''));
   ctx.section(`${row.size.toLocaleString('en-US')} other docs in the shared database`, mdTable(
-    ['path', 'p50', 'p99', 'ratio p50', 'ratio p99', 'first request after load', 'couchgate CPU/request', 'backend CPU/request', 'requests per rep'], rows) +
-    `\n\nMedians over ${ctx.args.reps} repetitions; raw p50 per repetition: ` +
-    paths.map((p) => `${p.label} ${row.paths[p.label].p50.map((x) => fmt(x)).join(', ')} ms`).join('; ') + '.');
+    ['path', 'p50', 'p99', 'rate (1 client)', 'ratio p50', 'ratio p99', 'ratio rate', 'first request after load', 'couchgate CPU/request', 'backend CPU/request',
+      ...(anyCount ? ['backend requests per _changes (proxy; per rep)'] : []), ...(anyLog ? ['same from CouchDB log'] : []), 'requests per rep'], rows) +
+    `\n\nRatios against the direct path of the same style. Medians over ${ctx.args.reps} repetitions, paths interleaved; rate = requests ÷ summed request time of one sequential client. Raw p50 per repetition: ` +
+    paths.map((p) => `${p.label} ${row.paths[p.label].p50.map((x) => fmt(x)).join(', ')} ms`).join('; ') + '.' +
+    (anyCount ? `\n\nBackend requests counted in the timed windows (all repetitions): ${keys.length ? keys.join('; ') : 'none'}.` : ''));
 }

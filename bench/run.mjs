@@ -12,6 +12,7 @@ import crypto from 'node:crypto';
 import { tokenFor } from '../conformance/lib/jwt.mjs';
 import { startBackend, startCouchgate, couchgateBin, couchgateHelp, machineInfo, BENCH, ROOT } from './lib/procs.mjs';
 import { request, requestOk } from './lib/http.mjs';
+import { startCountingProxy } from './lib/countproxy.mjs';
 import { log, mdTable } from './lib/util.mjs';
 import * as changesScale from './changes-scale.mjs';
 import * as idleFeeds from './idle-feeds.mjs';
@@ -42,7 +43,12 @@ ${opt(COMMON)}
 Environment:
   COUCHDB_URL     a real CouchDB 3 with admin credentials (http://admin:pass@127.0.0.1:5984) instead of
                   PouchDB Server in memory; the harness creates and deletes bench_* databases there
-  COUCHGATE_BIN   couchgate binary (default target/release/couchgate; build with cargo build --release)
+  COUCHDB_PID     with COUCHDB_URL on this machine: the PID of its beam.smp, for backend CPU and RSS figures
+                  (e.g. COUCHDB_PID=$(cat /opt/couchdb-build/couchdb.pid)); without it they are n/a
+  COUCHDB_LOG     with COUCHDB_URL on this machine: CouchDB's log file (one line per request); changes-scale
+                  then also counts couchgate's backend requests from it, as a cross-check of its counting proxy
+  COUCHGATE_BIN   couchgate binary (default target/release/couchgate; build with cargo build --release;
+                  e.g. COUCHGATE_BIN=/tmp/bench-target/release/couchgate for a CARGO_TARGET_DIR build)
 
 Ratios are speed ratios: direct time ÷ couchgate time (or couchgate rate ÷ direct rate).
 1.00 means couchgate costs nothing; 0.50 means half the speed of talking to the backend directly.
@@ -80,6 +86,7 @@ class Context {
     this.sections = [];
     this.notes = [];
     this.gates = [];
+    this.proxies = [];
     this.dbs = new Set();
     this.help = couchgateHelp();
   }
@@ -99,13 +106,22 @@ class Context {
     console.log(`\n## ${title}\n\n${markdown}\n`);
   }
 
-  async startGate({ database, extraArgs = [], name = 'couchgate' }) {
+  /**
+   * Starts a couchgate on `database`. With `countBackend` its backend URL is a counting proxy
+   * (lib/countproxy.mjs) in front of the backend: `gate.counter` counts its backend requests.
+   * `via` reuses the counting proxy of an earlier couchgate (same backend URL, so a restarted
+   * couchgate keeps its index snapshot, which is tied to the backend URL).
+   */
+  async startGate({ database, extraArgs = [], name = 'couchgate', countBackend = false, via = null }) {
     const gateArgs = this.args['gate-args'] ? this.args['gate-args'].split(/\s+/).filter(Boolean) : [];
+    let counter = via;
+    if (!counter && countBackend) { counter = await startCountingProxy(this.backend.url); this.proxies.push(counter); }
     const gate = await startCouchgate({
-      backendUrl: this.backend.url, database, secret: this.secret, dir: this.dir, name,
+      backendUrl: counter ? counter.url : this.backend.url, database, secret: this.secret, dir: this.dir, name,
       extraArgs: [...gateArgs, ...extraArgs],
       env: { COUCHGATE_LOG: this.args['gate-log'], COUCHGATE_JWT_LEEWAY_SECS: '30' },
     });
+    gate.counter = counter;
     this.gates.push(gate);
     this.dbs.add(database);
     return gate;
@@ -167,6 +183,7 @@ class Context {
 
   async cleanup() {
     for (const g of this.gates) await g.stop().catch(() => {});
+    for (const p of this.proxies) await p.stop().catch(() => {});
     if (this.backend?.kind === 'couchdb') {
       for (const db of this.dbs) await this.deleteBackendDb(db);
     }
@@ -177,7 +194,7 @@ class Context {
 function command() {
   const env = [];
   if (process.env.COUCHDB_URL) env.push(`COUCHDB_URL=${process.env.COUCHDB_URL.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@')}`);
-  if (process.env.COUCHGATE_BIN) env.push(`COUCHGATE_BIN=${process.env.COUCHGATE_BIN}`);
+  for (const k of ['COUCHDB_PID', 'COUCHDB_LOG', 'COUCHGATE_BIN']) if (process.env[k]) env.push(`${k}=${process.env[k]}`);
   const q = (a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`);
   return [...env, 'node', 'bench/run.mjs', ...process.argv.slice(2).map(q)].join(' ');
 }
@@ -210,7 +227,7 @@ async function main() {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    ctx.backend = await startBackend({ dir, couchdbUrl: process.env.COUCHDB_URL, heapMb: args['backend-heap-mb'] });
+    ctx.backend = await startBackend({ dir, couchdbUrl: process.env.COUCHDB_URL, couchdbPid: process.env.COUCHDB_PID, heapMb: args['backend-heap-mb'] });
     log(`backend: ${ctx.backend.version} at ${ctx.backend.url.replace(/\/\/[^@/]*@/, '//')}`);
     await bench.run(ctx);
   } catch (e) {

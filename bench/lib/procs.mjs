@@ -33,16 +33,19 @@ async function waitUntil(fn, timeoutMs, what) {
  * PouchDB Server 4.2 `--in-memory` from conformance/node_modules on a free port, with a heap
  * of `heapMb` MB (1M docs of 1 KB need several GB).
  */
-export async function startBackend({ dir, couchdbUrl, heapMb = 12288 }) {
+export async function startBackend({ dir, couchdbUrl, couchdbPid, heapMb = 12288 }) {
   if (couchdbUrl) {
     const url = couchdbUrl.replace(/\/$/, '');
     const res = await request(`${url}/`);
     if (res.status !== 200) throw new Error(`COUCHDB_URL answers GET / with ${res.status}`);
     const welcome = res.json();
     const u = new URL(url);
+    // A local CouchDB's beam.smp PID (COUCHDB_PID) gives backend CPU and RSS figures.
+    const pid = couchdbPid ? Number(couchdbPid) : null;
+    if (pid && !fs.existsSync(`/proc/${pid}/stat`)) throw new Error(`COUCHDB_PID ${pid}: no such process`);
     return {
-      kind: 'couchdb', url, port: Number(u.port || 5984), pid: null,
-      version: `CouchDB ${welcome.version}`, log: null, alive: true, async stop() {},
+      kind: 'couchdb', url, port: Number(u.port || 5984), pid,
+      version: `CouchDB ${welcome.version}${pid ? ` (PID ${pid} on this machine)` : ''}`, log: null, alive: true, async stop() {},
     };
   }
   const port = await freePort();
@@ -199,7 +202,7 @@ export function machineInfo(bin = couchgateBin()) {
   const sh = (cmd, args) => { try { return execFileSync(cmd, args, { encoding: 'utf8', cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] }).trim(); } catch { return 'n/a'; } };
   const cpu = (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^model name\s*:\s*(.*)$/m) || [])[1] || os.cpus()[0]?.model || 'n/a';
   let binInfo = 'n/a';
-  try { const st = fs.statSync(bin); binInfo = `${path.relative(ROOT, bin) || bin} (built ${st.mtime.toISOString()}, ${(st.size / 1048576).toFixed(1)} MiB)`; } catch { /* missing */ }
+  try { const st = fs.statSync(bin); const rel = path.relative(ROOT, bin); binInfo = `${rel && !rel.startsWith('..') ? rel : bin} (built ${st.mtime.toISOString()}, ${(st.size / 1048576).toFixed(1)} MiB)`; } catch { /* missing */ }
   const dirty = sh('git', ['status', '--porcelain', '--', 'src', 'Cargo.toml', 'Cargo.lock']);
   // Is the binary older than the source it is supposed to measure?
   let newest = 0; let newestFile = '';

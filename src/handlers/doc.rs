@@ -148,7 +148,7 @@ async fn copy(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Res
     {
         headers.insert(header::ETAG, etag);
     }
-    write_result(ns, status, &headers, value, None)
+    write_result(ns, &dest_backing, status, &headers, value, None)
 }
 
 /// The query string for the backend: only `allowed` parameters, values unchanged.
@@ -336,7 +336,7 @@ async fn write(
 ) -> Result<Response<Body>> {
     let (status, headers, value) =
         send_write(st, ns, method, backing, query, body, content_type).await?;
-    write_result(ns, status, &headers, value, None)
+    write_result(ns, backing, status, &headers, value, None)
 }
 
 /// Sends a write of one document; a refusal becomes the client's error.
@@ -396,16 +396,19 @@ fn location(db: &str, id: &str, attachment: Option<&str>) -> String {
 /// Rewrites the answer to a single-document write (of `attachment`, if one was written).
 pub fn write_result(
     ns: &Namespace,
+    backing: &str,
     status: StatusCode,
     headers: &HeaderMap,
     mut value: Value,
     attachment: Option<&str>,
 ) -> Result<Response<Body>> {
-    let client_id = value
-        .get("id")
-        .and_then(Value::as_str)
-        .and_then(|id| ns.decode_id(id))
-        .ok_or_else(|| Error::BadGateway("the backend answered a write without its id".into()))?;
+    let client_id = ns
+        .decode_id(backing)
+        .ok_or_else(|| Error::Internal("a write outside the namespace".into()))?;
+    if !value.is_object() {
+        // PouchDB Server answers a `new_edits=false` PUT with `[]`; CouchDB with this.
+        value = serde_json::json!({"ok": true});
+    }
     value["id"] = Value::String(client_id.clone());
     let mut r = json_response(status, &value);
     copy_headers(headers, r.headers_mut(), &[header::ETAG]);
