@@ -175,7 +175,10 @@ mod tests {
 
     fn with_encoding(enc: &str) -> http::HeaderMap {
         let mut h = http::HeaderMap::new();
-        h.insert(header::CONTENT_ENCODING, HeaderValue::from_str(enc).unwrap());
+        h.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_str(enc).unwrap(),
+        );
         h
     }
 
@@ -191,14 +194,20 @@ mod tests {
         let e = decode_content_encoding(&h, Bytes::from_static(b"plain"), 100).unwrap_err();
         assert_eq!(e.reason(), "Request body is not properly gzipped.");
         let e = decode_content_encoding(&with_encoding("br"), Bytes::new(), 100).unwrap_err();
-        assert_eq!((e.status().as_u16(), e.reason().as_str()), (415, "br is not a supported content encoding."));
+        assert_eq!(
+            (e.status().as_u16(), e.reason().as_str()),
+            (415, "br is not a supported content encoding.")
+        );
         let plain = decode_content_encoding(&http::HeaderMap::new(), Bytes::from_static(b"x"), 1);
         assert_eq!(&plain.unwrap()[..], b"x");
     }
 
     #[test]
     fn json_errors_read_like_couchdb() {
-        assert_eq!(parse_json(b"").unwrap_err().reason(), "Missing request body");
+        assert_eq!(
+            parse_json(b"").unwrap_err().reason(),
+            "Missing request body"
+        );
         assert_eq!(parse_json(b"{").unwrap_err().reason(), "invalid UTF-8 JSON");
         assert_eq!(parse_json(b"[1]").unwrap(), serde_json::json!([1]));
     }

@@ -61,7 +61,10 @@ pub fn put_winners_first(rows: &mut [Value], winners: &std::collections::HashMap
             continue;
         };
         if let Some(changes) = row.get_mut("changes").and_then(Value::as_array_mut) {
-            if let Some(i) = changes.iter().position(|c| c["rev"].as_str() == Some(winner)) {
+            if let Some(i) = changes
+                .iter()
+                .position(|c| c["rev"].as_str() == Some(winner))
+            {
                 let w = changes.remove(i);
                 changes.insert(0, w);
             }
@@ -151,7 +154,9 @@ impl Follower {
                     .backend
                     .json(http::Method::GET, &self.backend.server_url("/"), None)
                     .await?;
-                *self.winner_first.get_or_init(|| lists_winner_first(&welcome))
+                *self
+                    .winner_first
+                    .get_or_init(|| lists_winner_first(&welcome))
             }
         };
         if winner_first {
@@ -177,7 +182,12 @@ impl Follower {
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|r| Some((r["id"].as_str()?.to_owned(), r["value"]["rev"].as_str()?.to_owned())))
+            .filter_map(|r| {
+                Some((
+                    r["id"].as_str()?.to_owned(),
+                    r["value"]["rev"].as_str()?.to_owned(),
+                ))
+            })
             .collect();
         put_winners_first(rows, &winners);
         Ok(())
@@ -313,8 +323,15 @@ mod tests {
         put_winners_first(&mut rows, &winners);
         assert_eq!(rows[0]["changes"][0]["rev"], "2-b");
         assert_eq!(rows[0]["changes"][1]["rev"], "3-a");
-        assert_eq!(rows[1]["changes"][0]["rev"], "2-a", "an unknown winner changes nothing");
-        assert!(lists_winner_first(&serde_json::json!({"couchdb": "Welcome", "vendor": {"name": "The Apache Software Foundation"}})));
-        assert!(!lists_winner_first(&serde_json::json!({"express-pouchdb": "Welcome!"})));
+        assert_eq!(
+            rows[1]["changes"][0]["rev"], "2-a",
+            "an unknown winner changes nothing"
+        );
+        assert!(lists_winner_first(
+            &serde_json::json!({"couchdb": "Welcome", "vendor": {"name": "The Apache Software Foundation"}})
+        ));
+        assert!(!lists_winner_first(
+            &serde_json::json!({"express-pouchdb": "Welcome!"})
+        ));
     }
 }

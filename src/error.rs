@@ -16,6 +16,11 @@ pub enum Error {
     BadRequest(String),
     #[error("{0}")]
     IllegalDocId(String),
+    /// A view or `_all_docs` query parameter CouchDB cannot use.
+    #[error("{0}")]
+    QueryParse(String),
+    #[error("{0}")]
+    IllegalPartition(String),
     #[error("{0}")]
     IllegalDatabaseName(String),
     #[error("{0}")]
@@ -84,6 +89,8 @@ impl Error {
         match self {
             Error::BadRequest(_)
             | Error::IllegalDocId(_)
+            | Error::QueryParse(_)
+            | Error::IllegalPartition(_)
             | Error::IllegalDatabaseName(_)
             | Error::Unauthorized(_)
             | Error::Forbidden(_)
@@ -106,9 +113,11 @@ impl Error {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::BadRequest(_) | Error::IllegalDocId(_) | Error::IllegalDatabaseName(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Error::BadRequest(_)
+            | Error::IllegalDocId(_)
+            | Error::QueryParse(_)
+            | Error::IllegalPartition(_)
+            | Error::IllegalDatabaseName(_) => StatusCode::BAD_REQUEST,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
@@ -132,6 +141,8 @@ impl Error {
         match self {
             Error::BadRequest(_) => "bad_request",
             Error::IllegalDocId(_) => "illegal_docid",
+            Error::QueryParse(_) => "query_parse_error",
+            Error::IllegalPartition(_) => "illegal_partition",
             Error::IllegalDatabaseName(_) => "illegal_database_name",
             Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden(_) => "forbidden",
@@ -185,6 +196,18 @@ mod tests {
                 Error::IllegalDocId(s()),
                 400,
                 "illegal_docid",
+                Fault::Client,
+            ),
+            (
+                Error::QueryParse(s()),
+                400,
+                "query_parse_error",
+                Fault::Client,
+            ),
+            (
+                Error::IllegalPartition(s()),
+                400,
+                "illegal_partition",
                 Fault::Client,
             ),
             (

@@ -171,7 +171,9 @@ impl Proxy {
             }
             Route::Session => match method {
                 // Without credentials CouchDB answers who is asking: nobody.
-                Method::GET | Method::HEAD if !Authenticator::presents_credentials(&req.headers) => {
+                Method::GET | Method::HEAD
+                    if !Authenticator::presents_credentials(&req.headers) =>
+                {
                     Ok(handlers::session::anonymous())
                 }
                 Method::GET | Method::HEAD => {

@@ -87,11 +87,9 @@ impl Refusal {
                 Error::MethodNotAllowed("Only POST allowed".into())
             }
             Refusal::PostOnly(inner) => inner.clone().into_error(what, method),
-            Refusal::BadDbName(name) if method == http::Method::PUT => {
-                validate_db_name(&name).err().unwrap_or_else(|| {
-                    Error::Internal("a refused database name is valid".into())
-                })
-            }
+            Refusal::BadDbName(name) if method == http::Method::PUT => validate_db_name(&name)
+                .err()
+                .unwrap_or_else(|| Error::Internal("a refused database name is valid".into())),
             Refusal::BadDbName(_) => Error::NotFound("Database does not exist.".into()),
         }
     }
@@ -121,7 +119,11 @@ const NOT_ON_VIRTUAL: &str = "not supported on virtual databases";
 fn db_refusal(name: &str) -> Option<Refusal> {
     Some(match name {
         "_purge" => Refusal::PostOnly(&Refusal::Forbidden(SHARED_DB)),
-        "_security" | "_purged_infos_limit" | "_revs_limit" | "_shards" | "_sync_shards"
+        "_security"
+        | "_purged_infos_limit"
+        | "_revs_limit"
+        | "_shards"
+        | "_sync_shards"
         | "_partition" => Refusal::Forbidden(SHARED_DB),
         "_find" | "_explain" | "_all_docs_queries" | "_search_cleanup" | "_nouveau_cleanup" => {
             Refusal::PostOnly(&Refusal::NotImplemented(NOT_ON_VIRTUAL))
@@ -164,7 +166,10 @@ fn decode(segment: &str) -> Result<String> {
 pub fn check_escapes(text: &str) -> Result<()> {
     let b = text.as_bytes();
     let hex = |j: usize| b.get(j).is_some_and(u8::is_ascii_hexdigit);
-    match text.match_indices('%').all(|(i, _)| hex(i + 1) && hex(i + 2)) {
+    match text
+        .match_indices('%')
+        .all(|(i, _)| hex(i + 1) && hex(i + 2))
+    {
         true => Ok(()),
         false => Err(Error::bad_request("invalid_url_encoding")),
     }

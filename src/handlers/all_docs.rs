@@ -13,7 +13,7 @@ use crate::body::{self, Body, ChunkSender};
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
 use crate::proxy::State;
-use http::{header, HeaderValue, Method, Response, StatusCode};
+use http::{header, HeaderValue, Method, Response};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
@@ -259,22 +259,17 @@ impl Args {
     }
 }
 
-/// CouchDB's `query_parse_error` (400). The error enum has no variant of that name, so it is
-/// carried as an error already in CouchDB's shape.
 fn query_parse_error(reason: impl Into<String>) -> Error {
-    couchdb_error(StatusCode::BAD_REQUEST, "query_parse_error", reason)
+    Error::QueryParse(reason.into())
 }
 
 fn illegal_partition(reason: &str) -> Error {
-    couchdb_error(StatusCode::BAD_REQUEST, "illegal_partition", reason)
+    Error::IllegalPartition(reason.into())
 }
 
-fn couchdb_error(status: StatusCode, error: &str, reason: impl Into<String>) -> Error {
-    Error::Backend {
-        status,
-        error: error.into(),
-        reason: reason.into(),
-    }
+/// CouchDB has no clause for some inputs and crashes (500); couchgate refuses them.
+fn unreadable(what: &str) -> Error {
+    Error::bad_request(format!("{what} cannot be read"))
 }
 
 fn decode_json(text: &str) -> Result<Value> {
@@ -382,11 +377,7 @@ fn boolean(p: Param) -> Result<bool> {
         Value::Number(n) if n.is_u64() || n.is_i64() => Err(bad(erl_term(v))),
         Value::Array(_) => Err(bad(erl_term(v))),
         // CouchDB has no clause for these and crashes.
-        Value::Number(_) | Value::Null | Value::Object(_) => Err(couchdb_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "unknown_error",
-            "function_clause",
-        )),
+        Value::Number(_) | Value::Null | Value::Object(_) => Err(unreadable("a boolean parameter")),
     }
 }
 
@@ -685,14 +676,13 @@ enum Lookup {
 
 /// The backing id CouchDB would look up for a client key: a string is an id (`_local/` ids
 /// included: CouchDB finds local documents this way), an array is read as an Erlang iolist,
-/// anything else names nothing. An array that is no iolist makes CouchDB fail (`badarg`).
+/// anything else names nothing. An array that is no iolist makes CouchDB fail (`badarg`);
+/// couchgate refuses it with 400.
 fn lookup(ns: &Namespace, key: &Value) -> Result<Lookup> {
     let id = match key {
         Value::String(s) => s.clone(),
         Value::Array(items) => {
-            let bytes = iolist(items).ok_or_else(|| {
-                couchdb_error(StatusCode::INTERNAL_SERVER_ERROR, "badarg", "badarg")
-            })?;
+            let bytes = iolist(items).ok_or_else(|| unreadable("an array key"))?;
             match String::from_utf8(bytes) {
                 Ok(s) => s,
                 Err(_) => return Ok(Lookup::Missing),
@@ -1284,7 +1274,10 @@ mod tests {
             assert_eq!(l(missing.clone()), Lookup::Missing, "{missing}");
         }
         assert_eq!(lookup(&ns, &json!([256])).unwrap_err().status(), 500);
-        assert_eq!(lookup(&ns, &json!([[true]])).unwrap_err().name(), "badarg");
+        assert_eq!(
+            lookup(&ns, &json!([[true]])).unwrap_err().name(),
+            "bad_request"
+        );
     }
 
     #[test]

@@ -107,5 +107,12 @@ pub async fn handle(
         return Err(ns.client_error(backend_error(status, &value), &backing));
     }
     st.note_write(ns);
-    super::doc::write_result(ns, &backing, status, &headers, parse_json(&bytes)?, Some(name))
+    super::doc::write_result(
+        ns,
+        &backing,
+        status,
+        &headers,
+        parse_json(&bytes)?,
+        Some(name),
+    )
 }

@@ -51,7 +51,12 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
     let url = st.backend.db_url("/_bulk_docs");
     let (status, answer) = st
         .backend
-        .json_any_status(Method::POST, &url, Some(&Value::Object(fwd)), st.backend.timeout())
+        .json_any_status(
+            Method::POST,
+            &url,
+            Some(&Value::Object(fwd)),
+            st.backend.timeout(),
+        )
         .await?;
     // 417: `all_or_nothing` refused, with a row per document.
     if !status.is_success() && status != StatusCode::EXPECTATION_FAILED {

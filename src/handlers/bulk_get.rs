@@ -43,7 +43,11 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
         // `_local` documents are not replicated: CouchDB finds none here.
         if id.starts_with("_local/") {
             let rev = obj.get("rev").cloned().unwrap_or(json!("undefined"));
-            results.push(Some(error_result(json!(id), rev, &Error::not_found("missing"))));
+            results.push(Some(error_result(
+                json!(id),
+                rev,
+                &Error::not_found("missing"),
+            )));
             continue;
         }
         match ns.encode_doc_id(id) {

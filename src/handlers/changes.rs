@@ -292,11 +292,9 @@ fn millis(q: &Query, key: &str) -> Result<Option<Duration>> {
                 ))
             }
             Some(ms) => ms,
-            None => {
-                return Err(Error::bad_request(
-                    "Invalid heartbeat value. Expecting a positive integer value (in milliseconds).",
-                ))
-            }
+            None => return Err(Error::bad_request(
+                "Invalid heartbeat value. Expecting a positive integer value (in milliseconds).",
+            )),
         },
         (_, v) => count(v).ok_or_else(|| {
             Error::bad_request(format!("Invalid {key} value: must be milliseconds"))
@@ -378,7 +376,11 @@ pub fn parse(st: &State, q: &Query, body: Option<&Map<String, Value>>) -> Result
     let descending = q.flag("descending")?;
     let limit = q
         .get("limit")
-        .map(|v| count(v).ok_or_else(|| Error::bad_request("Invalid limit value: must be a non-negative integer")))
+        .map(|v| {
+            count(v).ok_or_else(|| {
+                Error::bad_request("Invalid limit value: must be a non-negative integer")
+            })
+        })
         .transpose()?;
     Ok(Opts {
         feed,
@@ -517,7 +519,9 @@ impl Driver<'_> {
         // With `_doc_ids`, CouchDB counts the changes after `since` that were not sent,
         // whether the filter would pass them or not.
         let pending = match &self.opts.doc_ids {
-            None => self.source.pending(self.ns, &self.since, self.opts.descending),
+            None => self
+                .source
+                .pending(self.ns, &self.since, self.opts.descending),
             Some(_) => self
                 .source
                 .pending(self.ns, &self.start, self.opts.descending)
@@ -696,7 +700,12 @@ mod tests {
             Since::Zero,
             "a foreign since replays from the start"
         );
-        let o = parse(&st, &Query::parse("feed=live&limit=99999999999999999999&timeout=99999999999999999999"), None).unwrap();
+        let o = parse(
+            &st,
+            &Query::parse("feed=live&limit=99999999999999999999&timeout=99999999999999999999"),
+            None,
+        )
+        .unwrap();
         assert_eq!(o.feed, Feed::Continuous);
         assert_eq!(o.limit, Some(u64::MAX), "huge counts saturate");
         assert_eq!(o.timeout, Some(DEFAULT_TIMEOUT), "waits are bounded");

@@ -23,10 +23,9 @@ pub async fn handle(st: &State, who: &Identity, db: &str, req: Req) -> Result<Re
         Method::PUT => {
             st.registry.create(&who.user, db).await?;
             let mut r = json_response(StatusCode::CREATED, &json!({"ok": true}));
-            if let Ok(loc) = HeaderValue::from_str(&format!(
-                "/{}",
-                crate::backend::encode_component(db)
-            )) {
+            if let Ok(loc) =
+                HeaderValue::from_str(&format!("/{}", crate::backend::encode_component(db)))
+            {
                 r.headers_mut().insert(header::LOCATION, loc);
             }
             Ok(r)
@@ -158,7 +157,10 @@ pub fn uuids(req: &Req) -> Result<Response<Body>> {
     let h = r.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    h.insert(header::ETAG, HeaderValue::from_str(&format!("\"{}\"", new_uuid())).expect("hex is a valid header"));
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&format!("\"{}\"", new_uuid())).expect("hex is a valid header"),
+    );
     Ok(r)
 }
 

@@ -43,9 +43,7 @@ pub async fn handle(st: &State, ns: &Namespace, id: &str, req: Req) -> Result<Re
         Err(_) if req.method == Method::POST => {
             return Err(Error::bad_request("Referer header required."))
         }
-        Err(_) if id == "_local" => {
-            return Err(Error::bad_request("Invalid _local document id."))
-        }
+        Err(_) if id == "_local" => return Err(Error::bad_request("Invalid _local document id.")),
         Err(e) => return Err(e),
     };
     match req.method {
@@ -104,7 +102,9 @@ async fn copy(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Res
         .decode_utf8()
         .map_err(|_| Error::bad_request("Destination header is not valid percent-encoded UTF-8"))?
         .into_owned();
-    let dest_rev = super::Query::parse(dest_query).get("rev").map(str::to_owned);
+    let dest_rev = super::Query::parse(dest_query)
+        .get("rev")
+        .map(str::to_owned);
     let dest_backing = ns.encode_id(&dest_id)?;
     if dest_id.starts_with("_local/") {
         st.registry.note_local(ns, &dest_id).await?;
@@ -122,7 +122,9 @@ async fn copy(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Res
         return Err(backend_error(status, &source));
     }
     let Value::Object(mut doc) = source else {
-        return Err(Error::BadGateway("the backend answered a document that is not an object".into()));
+        return Err(Error::BadGateway(
+            "the backend answered a document that is not an object".into(),
+        ));
     };
     // `shift_remove` keeps the members in order: CouchDB's revision hash depends on it.
     doc.shift_remove("_rev");
@@ -487,7 +489,10 @@ mod tests {
         assert_eq!(location("db", "_design/app", None), "/db/_design%2Fapp");
         assert_eq!(location("db", "x:y", None), "/db/x:y");
         assert_eq!(location("db", "z~", None), "/db/z%7E");
-        assert_eq!(location("a/b", "d", Some("sub/f.txt")), "/a%2Fb/d/sub%2Ff.txt");
+        assert_eq!(
+            location("a/b", "d", Some("sub/f.txt")),
+            "/a%2Fb/d/sub%2Ff.txt"
+        );
     }
 
     #[test]

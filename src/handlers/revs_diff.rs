@@ -51,10 +51,17 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req, form: Form) -> Result<
         };
         let (_, mut diff) = st
             .backend
-            .json(Method::POST, &st.backend.db_url(path), Some(&Value::Object(forward)))
+            .json(
+                Method::POST,
+                &st.backend.db_url(path),
+                Some(&Value::Object(forward)),
+            )
             .await?;
         if form == Form::MissingRevs {
-            diff = diff.get_mut("missing_revs").map(Value::take).unwrap_or(Value::Null);
+            diff = diff
+                .get_mut("missing_revs")
+                .map(Value::take)
+                .unwrap_or(Value::Null);
         }
         let Value::Object(diff) = diff else {
             return Err(Error::BadGateway(format!("{path} answer is not an object")));

@@ -73,7 +73,9 @@ impl Labels<'_> {
 pub fn is_uuid(s: &str) -> bool {
     let hex = |t: &str| t.bytes().all(|b| b.is_ascii_hexdigit());
     (s.len() == 32 && hex(s))
-        || (s.len() == 36 && s.split('-').map(str::len).eq([8, 4, 4, 4, 12]) && hex(&s.replace('-', "")))
+        || (s.len() == 36
+            && s.split('-').map(str::len).eq([8, 4, 4, 4, 12])
+            && hex(&s.replace('-', "")))
 }
 
 fn zero_numbers(v: &Value) -> Value {
@@ -207,16 +209,15 @@ fn first_difference(path: &str, a: &Value, b: &Value) -> Option<String> {
                     return Some(d);
                 }
             }
-            (x.len() != y.len()).then(|| {
-                format!(
-                    "{path}: couchgate {} items, direct {}",
-                    x.len(),
-                    y.len()
-                )
-            })
+            (x.len() != y.len())
+                .then(|| format!("{path}: couchgate {} items, direct {}", x.len(), y.len()))
         }
         _ if a == b => None,
-        _ => Some(format!("{path}: couchgate {}, direct {}", short(a), short(b))),
+        _ => Some(format!(
+            "{path}: couchgate {}, direct {}",
+            short(a),
+            short(b)
+        )),
     }
 }
 
@@ -246,7 +247,11 @@ fn without_reasons(v: &Value) -> Value {
         Value::Object(m) => Value::Object(
             m.iter()
                 .map(|(k, x)| {
-                    let x = if k == "reason" { Value::String("<reason>".into()) } else { without_reasons(x) };
+                    let x = if k == "reason" {
+                        Value::String("<reason>".into())
+                    } else {
+                        without_reasons(x)
+                    };
                     (k.clone(), x)
                 })
                 .collect(),

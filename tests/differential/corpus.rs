@@ -248,7 +248,10 @@ fn writes(v: &mut Vec<Step>) {
     v.push(put("write/put-b", "/b").json(json!({"v": 2})));
     v.push(put("write/put-c", "/c").json(json!({"v": 3, "nested": {"_id": "inner"}})));
     v.push(put("write/put-a-conflict", "/a").json(json!({"v": 9})));
-    v.push(put("write/put-a-stale-rev", "/a").json(json!({"_rev": "1-00000000000000000000000000000000", "v": 9})));
+    v.push(
+        put("write/put-a-stale-rev", "/a")
+            .json(json!({"_rev": "1-00000000000000000000000000000000", "v": 9})),
+    );
     v.push(put("write/put-a-update", "/a").json_text(r#"{"_rev":"${rev:a}","v":10}"#));
     v.push(put("write/put-a-rev-query", "/a?rev=${rev:a}").json(json!({"v": 11})));
     v.push(
@@ -265,7 +268,10 @@ fn writes(v: &mut Vec<Step>) {
     v.push(post("write/post-batch", "?batch=ok").json(json!({"_id": "posted-batch"})));
     v.push(put("write/put-d", "/d").json(json!({"v": "to delete"})));
     v.push(delete("write/delete-d-no-rev", "/d"));
-    v.push(delete("write/delete-d-bad-rev", "/d?rev=1-00000000000000000000000000000000"));
+    v.push(delete(
+        "write/delete-d-bad-rev",
+        "/d?rev=1-00000000000000000000000000000000",
+    ));
     v.push(delete("write/delete-d", "/d?rev=${rev:d}"));
     v.push(delete("write/delete-d-again", "/d?rev=${rev:d}"));
     v.push(put("write/recreate-after-delete", "/d2").json(json!({"v": 1})));
@@ -276,49 +282,75 @@ fn writes(v: &mut Vec<Step>) {
         "views": {"by_v": {"map": "function (doc) { emit(doc.v, null); }"}},
         "filters": {"f": "function (doc) { return true; }"},
     })));
-    v.push(put("write/put-ddoc-encoded-slash", "/_design%2Fother").json(json!({"language": "query"})));
-    v.push(put("write/put-ddoc-update", "/_design/app").json_text(r#"{"_rev":"${rev:_design/app}","views":{}}"#));
+    v.push(
+        put("write/put-ddoc-encoded-slash", "/_design%2Fother").json(json!({"language": "query"})),
+    );
+    v.push(
+        put("write/put-ddoc-update", "/_design/app")
+            .json_text(r#"{"_rev":"${rev:_design/app}","views":{}}"#),
+    );
     for (name, id) in ODD_IDS {
         v.push(put(&format!("write/odd-id-{name}"), &format!("/{id}")).json(json!({"odd": name})));
     }
     v.push(delete("write/delete-if-match", "/posted").header("If-Match", "${rev:posted}"));
-    v.push(put("write/put-if-match", "/b").header("If-Match", "${rev:b}").json(json!({"v": 20})));
-    v.push(put("write/put-if-match-stale", "/b").header("If-Match", "${rev:b@1}").json(json!({"v": 21})));
-    v.push(put("write/put-new-edits-false", "/ne?new_edits=false").json(json!({"_rev": format!("1-{}", h(77)), "v": 1})));
+    v.push(
+        put("write/put-if-match", "/b")
+            .header("If-Match", "${rev:b}")
+            .json(json!({"v": 20})),
+    );
+    v.push(
+        put("write/put-if-match-stale", "/b")
+            .header("If-Match", "${rev:b@1}")
+            .json(json!({"v": 21})),
+    );
+    v.push(
+        put("write/put-new-edits-false", "/ne?new_edits=false")
+            .json(json!({"_rev": format!("1-{}", h(77)), "v": 1})),
+    );
 }
 
 fn replicated_history(v: &mut Vec<Step>) {
     // k: a conflict between 2-h(2) and 2-h(3); winner is the higher hash.
-    v.push(post("repl/bulk-new-edits-false", "/_bulk_docs").json(json!({
-        "new_edits": false,
-        "docs": [
-            replicated("k", 2, &[2, 1], json!({"branch": "two"})),
-            replicated("k", 2, &[3, 1], json!({"branch": "three"})),
-            // w: a deleted leaf at generation 3 and a live one at 2; the live one wins.
-            replicated("w", 2, &[12, 11], json!({"live": true})),
-            replicated("w", 3, &[14, 13, 11], json!({"_deleted": true})),
-            // t: every leaf deleted; the highest deleted one wins.
-            replicated("t", 2, &[22, 21], json!({"_deleted": true})),
-            replicated("t", 2, &[23, 21], json!({"_deleted": true})),
-            // m: three live leaves of different generations.
-            replicated("m", 3, &[33, 32, 31], json!({"g": 3})),
-            replicated("m", 2, &[34, 31], json!({"g": 2})),
-            replicated("m", 3, &[35, 36, 31], json!({"g": 3})),
-        ],
-    })));
-    v.push(post("repl/bulk-new-edits-false-again", "/_bulk_docs").json(json!({
-        "new_edits": false,
-        "docs": [replicated("k", 2, &[2, 1], json!({"branch": "two"}))],
-    })));
-    v.push(post("repl/bulk-new-edits-false-no-rev", "/_bulk_docs").json(json!({
-        "new_edits": false, "docs": [{"_id": "norev"}],
-    })));
-    v.push(post("repl/bulk-new-edits-string", "/_bulk_docs").json(json!({
-        "new_edits": "false", "docs": [replicated("s", 1, &[41], json!({}))],
-    })));
-    v.push(post("repl/bulk-edit-conflicted", "/_bulk_docs").json(json!({
-        "docs": [{"_id": "k", "_rev": format!("2-{}", h(2)), "branch": "two-edited"}],
-    })));
+    v.push(
+        post("repl/bulk-new-edits-false", "/_bulk_docs").json(json!({
+            "new_edits": false,
+            "docs": [
+                replicated("k", 2, &[2, 1], json!({"branch": "two"})),
+                replicated("k", 2, &[3, 1], json!({"branch": "three"})),
+                // w: a deleted leaf at generation 3 and a live one at 2; the live one wins.
+                replicated("w", 2, &[12, 11], json!({"live": true})),
+                replicated("w", 3, &[14, 13, 11], json!({"_deleted": true})),
+                // t: every leaf deleted; the highest deleted one wins.
+                replicated("t", 2, &[22, 21], json!({"_deleted": true})),
+                replicated("t", 2, &[23, 21], json!({"_deleted": true})),
+                // m: three live leaves of different generations.
+                replicated("m", 3, &[33, 32, 31], json!({"g": 3})),
+                replicated("m", 2, &[34, 31], json!({"g": 2})),
+                replicated("m", 3, &[35, 36, 31], json!({"g": 3})),
+            ],
+        })),
+    );
+    v.push(
+        post("repl/bulk-new-edits-false-again", "/_bulk_docs").json(json!({
+            "new_edits": false,
+            "docs": [replicated("k", 2, &[2, 1], json!({"branch": "two"}))],
+        })),
+    );
+    v.push(
+        post("repl/bulk-new-edits-false-no-rev", "/_bulk_docs").json(json!({
+            "new_edits": false, "docs": [{"_id": "norev"}],
+        })),
+    );
+    v.push(
+        post("repl/bulk-new-edits-string", "/_bulk_docs").json(json!({
+            "new_edits": "false", "docs": [replicated("s", 1, &[41], json!({}))],
+        })),
+    );
+    v.push(
+        post("repl/bulk-edit-conflicted", "/_bulk_docs").json(json!({
+            "docs": [{"_id": "k", "_rev": format!("2-{}", h(2)), "branch": "two-edited"}],
+        })),
+    );
     v.push(post("repl/bulk-mixed", "/_bulk_docs").json(json!({
         "docs": [
             {"_id": "bulk1", "v": 1},
@@ -331,9 +363,10 @@ fn replicated_history(v: &mut Vec<Step>) {
         "all_or_nothing": true, "docs": [{"_id": "aon"}],
     })));
     v.push(post("repl/bulk-empty", "/_bulk_docs").json(json!({"docs": []})));
-    v.push(post("repl/bulk-delete", "/_bulk_docs").json_text(
-        r#"{"docs":[{"_id":"bulk2","_rev":"${rev:bulk2}","_deleted":true}]}"#,
-    ));
+    v.push(
+        post("repl/bulk-delete", "/_bulk_docs")
+            .json_text(r#"{"docs":[{"_id":"bulk2","_rev":"${rev:bulk2}","_deleted":true}]}"#),
+    );
     v.push(post("repl/bulk-local", "/_bulk_docs").json(json!({
         "docs": [{"_id": "_local/viabulk", "v": 1}],
     })));
@@ -349,11 +382,24 @@ fn attachments(v: &mut Vec<Step>) {
             "dir/nested.txt": {"content_type": "text/plain", "data": "bmVzdGVk"},
         },
     })));
-    v.push(put("att/standalone", "/att/blob.bin?rev=${rev:att}").raw("application/octet-stream", &[0, 1, 2, 3, 255]));
+    v.push(
+        put("att/standalone", "/att/blob.bin?rev=${rev:att}")
+            .raw("application/octet-stream", &[0, 1, 2, 3, 255]),
+    );
     v.push(put("att/standalone-no-rev", "/att/late.bin").raw("application/octet-stream", b"x"));
     v.push(put("att/standalone-new-doc", "/attnew/first.txt").raw("text/plain", b"first"));
-    v.push(put("att/standalone-if-match", "/attnew/second.txt").header("If-Match", "${rev:attnew}").raw("text/plain", b"second"));
-    v.push(put("att/standalone-slash-name", "/att/sub%2Fdir.txt?rev=${rev:att}").raw("text/plain", b"sub"));
+    v.push(
+        put("att/standalone-if-match", "/attnew/second.txt")
+            .header("If-Match", "${rev:attnew}")
+            .raw("text/plain", b"second"),
+    );
+    v.push(
+        put(
+            "att/standalone-slash-name",
+            "/att/sub%2Fdir.txt?rev=${rev:att}",
+        )
+        .raw("text/plain", b"sub"),
+    );
     v.push(get("att/get", "/att/hello.txt"));
     v.push(get("att/get-nested-raw-slash", "/att/dir/nested.txt"));
     v.push(get("att/get-nested-encoded", "/att/dir%2Fnested.txt"));
@@ -362,9 +408,16 @@ fn attachments(v: &mut Vec<Step>) {
     v.push(get("att/get-missing-name", "/att/nope.txt"));
     v.push(get("att/get-missing-doc", "/nodoc/hello.txt"));
     v.push(get("att/get-old-rev", "/att/hello.txt?rev=${rev:att@1}"));
-    v.push(get("att/if-none-match", "/att/hello.txt").header("If-None-Match", "\"${rev:att}\"").volatile_etag());
+    v.push(
+        get("att/if-none-match", "/att/hello.txt")
+            .header("If-None-Match", "\"${rev:att}\"")
+            .volatile_etag(),
+    );
     v.push(get("att/range", "/att/hello.txt").header("Range", "bytes=0-4"));
-    v.push(put("att/json-content-type", "/att/j.json?rev=${rev:att}").raw("application/json", b"{\"x\":1}"));
+    v.push(
+        put("att/json-content-type", "/att/j.json?rev=${rev:att}")
+            .raw("application/json", b"{\"x\":1}"),
+    );
     v.push(delete("att/delete", "/att/j.json?rev=${rev:att}"));
     v.push(delete("att/delete-no-rev", "/att/hello.txt"));
     v.push(delete("att/delete-missing", "/att/none.txt?rev=${rev:att}"));
@@ -380,7 +433,13 @@ fn attachments(v: &mut Vec<Step>) {
     v.push(put("att/data-not-string", "/att4").json(json!({
         "_attachments": {"x.txt": {"content_type": "text/plain", "data": 5}},
     })));
-    v.push(put("att/ddoc-attachment", "/_design/app/readme.txt?rev=${rev:_design/app}").raw("text/plain", b"docs"));
+    v.push(
+        put(
+            "att/ddoc-attachment",
+            "/_design/app/readme.txt?rev=${rev:_design/app}",
+        )
+        .raw("text/plain", b"docs"),
+    );
     v.push(get("att/ddoc-attachment-get", "/_design/app/readme.txt"));
     let boundary = "AbCdEf";
     let doc = r#"{"_id":"mp","kind":"multipart","_attachments":{"part.txt":{"follows":true,"content_type":"text/plain","length":5}}}"#;
@@ -417,7 +476,10 @@ fn doc_reads(v: &mut Vec<Step>) {
         ("att-encoding-info", "?att_encoding_info=true"),
         ("local-seq", "?local_seq=true"),
         ("meta", "?meta=true"),
-        ("atts-since", "?attachments=true&atts_since=[\"1-00000000000000000000000000000000\"]"),
+        (
+            "atts-since",
+            "?attachments=true&atts_since=[\"1-00000000000000000000000000000000\"]",
+        ),
     ];
     for (dn, id) in docs {
         for (pn, q) in params {
@@ -426,11 +488,32 @@ fn doc_reads(v: &mut Vec<Step>) {
     }
     v.push(get("read/a/rev-first", "/a?rev=${rev:a@1}"));
     v.push(get("read/a/rev-first-revs", "/a?rev=${rev:a@1}&revs=true"));
-    v.push(get("read/a/open-revs-list", "/a?open_revs=[\"${rev:a@1}\",\"${rev:a}\",\"9-00000000000000000000000000000000\"]").accept_json());
-    v.push(get("read/a/open-revs-latest", "/a?open_revs=[\"${rev:a@1}\"]&latest=true&revs=true").accept_json());
-    v.push(get("read/k/open-revs-branches", &format!("/k?open_revs=[\"2-{}\",\"2-{}\"]&revs=true", h(2), h(3))).accept_json());
+    v.push(
+        get(
+            "read/a/open-revs-list",
+            "/a?open_revs=[\"${rev:a@1}\",\"${rev:a}\",\"9-00000000000000000000000000000000\"]",
+        )
+        .accept_json(),
+    );
+    v.push(
+        get(
+            "read/a/open-revs-latest",
+            "/a?open_revs=[\"${rev:a@1}\"]&latest=true&revs=true",
+        )
+        .accept_json(),
+    );
+    v.push(
+        get(
+            "read/k/open-revs-branches",
+            &format!("/k?open_revs=[\"2-{}\",\"2-{}\"]&revs=true", h(2), h(3)),
+        )
+        .accept_json(),
+    );
     v.push(get("read/k/rev-loser", &format!("/k?rev=2-{}", h(2))));
-    v.push(get("read/w/rev-deleted-leaf", &format!("/w?rev=3-{}", h(14))));
+    v.push(get(
+        "read/w/rev-deleted-leaf",
+        &format!("/w?rev=3-{}", h(14)),
+    ));
     v.push(get("read/deleted/rev", "/d?rev=${rev:d}"));
     v.push(get("read/deleted/rev-before", "/d?rev=${rev:d@1}"));
     v.push(get("read/a/if-none-match", "/a").header("If-None-Match", "\"${rev:a}\""));
@@ -438,7 +521,10 @@ fn doc_reads(v: &mut Vec<Step>) {
     v.push(head("read/a/head", "/a"));
     v.push(head("read/missing/head", "/nothing"));
     v.push(get("read/missing", "/nothing"));
-    v.push(get("read/missing-rev", "/a?rev=9-00000000000000000000000000000000"));
+    v.push(get(
+        "read/missing-rev",
+        "/a?rev=9-00000000000000000000000000000000",
+    ));
     v.push(get("read/bad-rev", "/a?rev=abc"));
     v.push(get("read/bad-open-revs", "/a?open_revs=notjson").accept_json());
     v.push(get("read/open-revs-not-list", "/a?open_revs={}").accept_json());
@@ -471,13 +557,22 @@ fn all_docs(v: &mut Vec<Step>) {
         ("end-key", "?end_key=\"c\""),
         ("endkey-exclusive", "?endkey=\"c\"&inclusive_end=false"),
         ("range", "?startkey=\"a\"&endkey=\"m\""),
-        ("range-descending", "?startkey=\"m\"&endkey=\"a\"&descending=true"),
-        ("range-descending-wrong-way", "?startkey=\"a\"&endkey=\"m\"&descending=true"),
+        (
+            "range-descending",
+            "?startkey=\"m\"&endkey=\"a\"&descending=true",
+        ),
+        (
+            "range-descending-wrong-way",
+            "?startkey=\"a\"&endkey=\"m\"&descending=true",
+        ),
         ("range-reversed", "?startkey=\"m\"&endkey=\"a\""),
         ("key", "?key=\"b\""),
         ("key-missing", "?key=\"nope\""),
         ("keys", "?keys=[\"b\",\"nope\",\"d\",\"a\"]"),
-        ("keys-include-docs", "?keys=[\"b\",\"nope\",\"d\"]&include_docs=true"),
+        (
+            "keys-include-docs",
+            "?keys=[\"b\",\"nope\",\"d\"]&include_docs=true",
+        ),
         ("keys-descending", "?keys=[\"b\",\"a\"]&descending=true"),
         ("keys-limit", "?keys=[\"b\",\"a\",\"c\"]&limit=2"),
         ("keys-skip", "?keys=[\"b\",\"a\",\"c\"]&skip=1"),
@@ -487,8 +582,14 @@ fn all_docs(v: &mut Vec<Step>) {
         ("keys-not-list", "?keys=\"b\""),
         ("conflicts", "?include_docs=true&conflicts=true"),
         ("update-seq", "?update_seq=true"),
-        ("attachments", "?include_docs=true&attachments=true&keys=[\"att\"]"),
-        ("att-encoding-info", "?include_docs=true&att_encoding_info=true&keys=[\"att\"]"),
+        (
+            "attachments",
+            "?include_docs=true&attachments=true&keys=[\"att\"]",
+        ),
+        (
+            "att-encoding-info",
+            "?include_docs=true&att_encoding_info=true&keys=[\"att\"]",
+        ),
         ("design-range", "?startkey=\"_design/\"&endkey=\"_design0\""),
         ("local-range", "?startkey=\"_local/\"&endkey=\"_local0\""),
         ("unicode-range", "?startkey=\"z\""),
@@ -512,19 +613,48 @@ fn all_docs(v: &mut Vec<Step>) {
         ("keys-empty", json!({"keys": []})),
         ("keys-ddoc", json!({"keys": ["_design/app", "_local/x"]})),
         ("keys-with-key", json!({"keys": ["b"], "key": "a"})),
-        ("keys-with-startkey", json!({"keys": ["b"], "startkey": "a"})),
+        (
+            "keys-with-startkey",
+            json!({"keys": ["b"], "startkey": "a"}),
+        ),
         ("keys-not-list", json!({"keys": "b"})),
         ("keys-non-string", json!({"keys": [1, null, "a"]})),
         ("no-keys", json!({})),
-        ("include-docs-in-body", json!({"keys": ["a"], "include_docs": true})),
+        (
+            "include-docs-in-body",
+            json!({"keys": ["a"], "include_docs": true}),
+        ),
     ];
     for (name, body) in bodies {
-        v.push(post(&format!("all_docs/post-{name}"), "/_all_docs").json(body).volatile_etag());
+        v.push(
+            post(&format!("all_docs/post-{name}"), "/_all_docs")
+                .json(body)
+                .volatile_etag(),
+        );
     }
-    v.push(post("all_docs/post-keys-and-query-key", "/_all_docs?key=\"a\"").json(json!({"keys": ["b"]})).volatile_etag());
-    v.push(post("all_docs/post-include-docs-query", "/_all_docs?include_docs=true").json(json!({"keys": ["a", "c"]})).volatile_etag());
-    v.push(post("all_docs/post-not-json", "/_all_docs").json_text("{nope").volatile_etag());
-    v.push(post("all_docs/post-array", "/_all_docs").json(json!(["a"])).volatile_etag());
+    v.push(
+        post("all_docs/post-keys-and-query-key", "/_all_docs?key=\"a\"")
+            .json(json!({"keys": ["b"]}))
+            .volatile_etag(),
+    );
+    v.push(
+        post(
+            "all_docs/post-include-docs-query",
+            "/_all_docs?include_docs=true",
+        )
+        .json(json!({"keys": ["a", "c"]}))
+        .volatile_etag(),
+    );
+    v.push(
+        post("all_docs/post-not-json", "/_all_docs")
+            .json_text("{nope")
+            .volatile_etag(),
+    );
+    v.push(
+        post("all_docs/post-array", "/_all_docs")
+            .json(json!(["a"]))
+            .volatile_etag(),
+    );
     v.push(step("PUT", "all_docs/put", "/_all_docs").json(json!({})));
     v.push(get("all_docs/design-docs", "/_design_docs"));
     v.push(get("all_docs/local-docs", "/_local_docs"));
@@ -545,8 +675,14 @@ fn changes(v: &mut Vec<Step>) {
         ("descending-limit", "?descending=true&limit=2"),
         ("since-0", "?since=0"),
         ("since-now", "?since=now"),
-        ("doc-ids-get", "?filter=_doc_ids&doc_ids=[\"a\",\"k\",\"nope\"]"),
-        ("doc-ids-get-all-docs", "?filter=_doc_ids&doc_ids=[\"w\",\"m\"]&style=all_docs"),
+        (
+            "doc-ids-get",
+            "?filter=_doc_ids&doc_ids=[\"a\",\"k\",\"nope\"]",
+        ),
+        (
+            "doc-ids-get-all-docs",
+            "?filter=_doc_ids&doc_ids=[\"w\",\"m\"]&style=all_docs",
+        ),
         ("seq-interval", "?seq_interval=3"),
         ("bad-style", "?style=bogus"),
         ("bad-feed", "?feed=bogus"),
@@ -560,32 +696,80 @@ fn changes(v: &mut Vec<Step>) {
         ("filter-unknown", "?filter=_bogus"),
         ("doc-ids-missing", "?filter=_doc_ids"),
         ("doc-ids-not-list", "?filter=_doc_ids&doc_ids=\"a\""),
-        ("descending-longpoll", "?descending=true&feed=longpoll&timeout=100"),
+        (
+            "descending-longpoll",
+            "?descending=true&feed=longpoll&timeout=100",
+        ),
     ];
     for (name, q) in variants {
         v.push(get(&format!("changes/{name}"), &format!("/_changes{q}")));
     }
     v.push(get("changes/capture", "/_changes?style=all_docs"));
     v.push(get("changes/since-last", "/_changes?since=${seq}"));
-    v.push(get("changes/since-row-2", "/_changes?since=${seq:2}&style=all_docs"));
-    v.push(get("changes/longpoll-at-end", "/_changes?feed=longpoll&since=${seq}&timeout=300"));
-    v.push(get("changes/longpoll-now", "/_changes?feed=longpoll&since=now&timeout=300"));
-    v.push(get("changes/longpoll-has-rows", "/_changes?feed=longpoll&since=${seq:2}&limit=2"));
-    v.push(get("changes/continuous", "/_changes?feed=continuous&timeout=300"));
-    v.push(get("changes/continuous-limit", "/_changes?feed=continuous&limit=2&since=0"));
-    v.push(get("changes/continuous-include-docs", "/_changes?feed=continuous&include_docs=true&timeout=300&limit=4"));
-    v.push(get("changes/eventsource", "/_changes?feed=eventsource&timeout=300&limit=3"));
-    v.push(post("changes/post-doc-ids", "/_changes?filter=_doc_ids").json(json!({"doc_ids": ["a", "b", "t"]})));
-    v.push(post("changes/post-doc-ids-all-docs", "/_changes?filter=_doc_ids&style=all_docs&include_docs=true").json(json!({"doc_ids": ["m", "k"]})));
+    v.push(get(
+        "changes/since-row-2",
+        "/_changes?since=${seq:2}&style=all_docs",
+    ));
+    v.push(get(
+        "changes/longpoll-at-end",
+        "/_changes?feed=longpoll&since=${seq}&timeout=300",
+    ));
+    v.push(get(
+        "changes/longpoll-now",
+        "/_changes?feed=longpoll&since=now&timeout=300",
+    ));
+    v.push(get(
+        "changes/longpoll-has-rows",
+        "/_changes?feed=longpoll&since=${seq:2}&limit=2",
+    ));
+    v.push(get(
+        "changes/continuous",
+        "/_changes?feed=continuous&timeout=300",
+    ));
+    v.push(get(
+        "changes/continuous-limit",
+        "/_changes?feed=continuous&limit=2&since=0",
+    ));
+    v.push(get(
+        "changes/continuous-include-docs",
+        "/_changes?feed=continuous&include_docs=true&timeout=300&limit=4",
+    ));
+    v.push(get(
+        "changes/eventsource",
+        "/_changes?feed=eventsource&timeout=300&limit=3",
+    ));
+    v.push(
+        post("changes/post-doc-ids", "/_changes?filter=_doc_ids")
+            .json(json!({"doc_ids": ["a", "b", "t"]})),
+    );
+    v.push(
+        post(
+            "changes/post-doc-ids-all-docs",
+            "/_changes?filter=_doc_ids&style=all_docs&include_docs=true",
+        )
+        .json(json!({"doc_ids": ["m", "k"]})),
+    );
     v.push(post("changes/post-empty", "/_changes").json(json!({})));
-    v.push(post("changes/post-doc-ids-not-list", "/_changes?filter=_doc_ids").json(json!({"doc_ids": "a"})));
+    v.push(
+        post("changes/post-doc-ids-not-list", "/_changes?filter=_doc_ids")
+            .json(json!({"doc_ids": "a"})),
+    );
     v.push(post("changes/post-not-json", "/_changes").json_text("nope"));
-    v.push(post("changes/post-longpoll-doc-ids", "/_changes?filter=_doc_ids&feed=longpoll&since=${seq}&timeout=200").json(json!({"doc_ids": ["a"]})));
+    v.push(
+        post(
+            "changes/post-longpoll-doc-ids",
+            "/_changes?filter=_doc_ids&feed=longpoll&since=${seq}&timeout=200",
+        )
+        .json(json!({"doc_ids": ["a"]})),
+    );
     v.push(step("PUT", "changes/put", "/_changes").json(json!({})));
     // A write, then the feed from the captured position shows exactly it.
     v.push(put("changes/write-after", "/after").json(json!({"v": 1})));
     v.push(get("changes/since-shows-write", "/_changes?since=${seq}"));
-    v.push(get("changes/since-shows-write-all-docs", "/_changes?since=${seq:0}&style=all_docs"));
+    v.push(get(
+        "changes/since-shows-write-all-docs",
+        "/_changes?since=${seq:0}&style=all_docs",
+    ));
 }
 
 fn bulk_get_and_revs_diff(v: &mut Vec<Step>) {
@@ -596,19 +780,36 @@ fn bulk_get_and_revs_diff(v: &mut Vec<Step>) {
     v.push(post("bulk_get/replicator-form", "/_bulk_get?revs=true&attachments=true&latest=true").json_text(
         r#"{"docs":[{"id":"att","rev":"${rev:att}"},{"id":"k","rev":"2-00000000000000000000000000000002"},{"id":"w"},{"id":"m"}]}"#,
     ));
-    v.push(post("bulk_get/latest-old-rev", "/_bulk_get?latest=true").json_text(
-        r#"{"docs":[{"id":"a","rev":"${rev:a@1}"}]}"#,
-    ));
-    v.push(post("bulk_get/atts-since", "/_bulk_get?attachments=true").json_text(
-        r#"{"docs":[{"id":"att","rev":"${rev:att}","atts_since":["${rev:att@1}"]}]}"#,
-    ));
-    v.push(post("bulk_get/missing-rev", "/_bulk_get").json(json!({"docs": [{"id": "a", "rev": "9-00000000000000000000000000000000"}]})));
-    v.push(post("bulk_get/bad-rev", "/_bulk_get").json(json!({"docs": [{"id": "a", "rev": "abc"}]})));
+    v.push(
+        post("bulk_get/latest-old-rev", "/_bulk_get?latest=true")
+            .json_text(r#"{"docs":[{"id":"a","rev":"${rev:a@1}"}]}"#),
+    );
+    v.push(
+        post("bulk_get/atts-since", "/_bulk_get?attachments=true").json_text(
+            r#"{"docs":[{"id":"att","rev":"${rev:att}","atts_since":["${rev:att@1}"]}]}"#,
+        ),
+    );
+    v.push(
+        post("bulk_get/missing-rev", "/_bulk_get")
+            .json(json!({"docs": [{"id": "a", "rev": "9-00000000000000000000000000000000"}]})),
+    );
+    v.push(
+        post("bulk_get/bad-rev", "/_bulk_get").json(json!({"docs": [{"id": "a", "rev": "abc"}]})),
+    );
     v.push(post("bulk_get/no-id", "/_bulk_get").json(json!({"docs": [{"rev": "1-abc"}]})));
     v.push(post("bulk_get/id-not-string", "/_bulk_get").json(json!({"docs": [{"id": 5}]})));
-    v.push(post("bulk_get/ddoc-and-local", "/_bulk_get").json(json!({"docs": [{"id": "_design/app"}, {"id": "_local/x"}]})));
-    v.push(post("bulk_get/odd-ids", "/_bulk_get").json(json!({"docs": [{"id": "a/b"}, {"id": "été"}, {"id": "x:y"}]})));
-    v.push(post("bulk_get/duplicates", "/_bulk_get").json(json!({"docs": [{"id": "a"}, {"id": "a"}, {"id": "b"}]})));
+    v.push(
+        post("bulk_get/ddoc-and-local", "/_bulk_get")
+            .json(json!({"docs": [{"id": "_design/app"}, {"id": "_local/x"}]})),
+    );
+    v.push(
+        post("bulk_get/odd-ids", "/_bulk_get")
+            .json(json!({"docs": [{"id": "a/b"}, {"id": "été"}, {"id": "x:y"}]})),
+    );
+    v.push(
+        post("bulk_get/duplicates", "/_bulk_get")
+            .json(json!({"docs": [{"id": "a"}, {"id": "a"}, {"id": "b"}]})),
+    );
     v.push(post("bulk_get/empty", "/_bulk_get").json(json!({"docs": []})));
     v.push(post("bulk_get/no-docs", "/_bulk_get").json(json!({})));
     v.push(post("bulk_get/docs-not-list", "/_bulk_get").json(json!({"docs": {}})));
@@ -617,7 +818,10 @@ fn bulk_get_and_revs_diff(v: &mut Vec<Step>) {
     v.push(post("revs_diff/some-missing", "/_revs_diff").json_text(
         r#"{"a":["${rev:a}","3-00000000000000000000000000000abc"],"nope":["1-00000000000000000000000000000001"],"k":["2-00000000000000000000000000000002","2-00000000000000000000000000000009"]}"#,
     ));
-    v.push(post("revs_diff/none-missing", "/_revs_diff").json_text(r#"{"a":["${rev:a}"],"b":["${rev:b}"]}"#));
+    v.push(
+        post("revs_diff/none-missing", "/_revs_diff")
+            .json_text(r#"{"a":["${rev:a}"],"b":["${rev:b}"]}"#),
+    );
     v.push(post("revs_diff/ancestors", "/_revs_diff").json(json!({"m": [format!("4-{}", h(99))]})));
     v.push(post("revs_diff/empty", "/_revs_diff").json(json!({})));
     v.push(post("revs_diff/odd-ids", "/_revs_diff").json(json!({"a/b": ["1-00000000000000000000000000000001"], "_design/app": ["9-00000000000000000000000000000001"]})));
@@ -634,23 +838,34 @@ fn local_docs(v: &mut Vec<Step>) {
     v.push(put("local/put", "/_local/ckpt").json(json!({"last_seq": "0", "history": []})));
     v.push(get("local/get", "/_local/ckpt"));
     v.push(put("local/put-no-rev", "/_local/ckpt").json(json!({"v": 2})));
-    v.push(put("local/put-with-rev", "/_local/ckpt").json_text(r#"{"_rev":"${rev:_local/ckpt}","v":3}"#));
+    v.push(
+        put("local/put-with-rev", "/_local/ckpt")
+            .json_text(r#"{"_rev":"${rev:_local/ckpt}","v":3}"#),
+    );
     v.push(put("local/put-bad-rev", "/_local/ckpt").json(json!({"_rev": "0-99", "v": 4})));
     v.push(put("local/put-encoded-slash", "/_local%2Fenc").json(json!({"v": 1})));
     v.push(get("local/get-encoded-slash", "/_local%2Fenc"));
     v.push(put("local/id-with-slash", "/_local/a%2Fb").json(json!({"v": 1})));
     v.push(get("local/get-id-with-slash", "/_local/a%2Fb"));
     v.push(get("local/revs", "/_local/ckpt?revs=true"));
-    v.push(get("local/rev-query", "/_local/ckpt?rev=${rev:_local/ckpt}"));
+    v.push(get(
+        "local/rev-query",
+        "/_local/ckpt?rev=${rev:_local/ckpt}",
+    ));
     v.push(get("local/via-bulk", "/_local/viabulk"));
     v.push(put("local/attachment-put", "/_local/ckpt/att.txt").raw("text/plain", b"x"));
     v.push(get("local/attachment-get", "/_local/ckpt/att.txt"));
-    v.push(put("local/inline-attachment", "/_local/withatt").json(json!({
-        "_attachments": {"x.txt": {"content_type": "text/plain", "data": "eA=="}},
-    })));
+    v.push(
+        put("local/inline-attachment", "/_local/withatt").json(json!({
+            "_attachments": {"x.txt": {"content_type": "text/plain", "data": "eA=="}},
+        })),
+    );
     v.push(delete("local/delete-no-rev", "/_local/ckpt"));
     v.push(delete("local/delete-bad-rev", "/_local/ckpt?rev=0-99"));
-    v.push(delete("local/delete", "/_local/ckpt?rev=${rev:_local/ckpt}"));
+    v.push(delete(
+        "local/delete",
+        "/_local/ckpt?rev=${rev:_local/ckpt}",
+    ));
     v.push(get("local/get-deleted", "/_local/ckpt"));
     v.push(put("local/recreate", "/_local/ckpt").json(json!({"v": 5})));
     v.push(get("local/not-in-all-docs", "/_all_docs?keys=[\"_local/ckpt\"]").volatile_etag());
@@ -660,40 +875,83 @@ fn local_docs(v: &mut Vec<Step>) {
 
 fn request_forms(v: &mut Vec<Step>) {
     v.push(put("form/no-content-type", "/form1").text(None, r#"{"v":"untyped"}"#));
-    v.push(put("form/urlencoded", "/form2").text(Some("application/x-www-form-urlencoded"), r#"{"v":"curl -d"}"#));
+    v.push(put("form/urlencoded", "/form2").text(
+        Some("application/x-www-form-urlencoded"),
+        r#"{"v":"curl -d"}"#,
+    ));
     v.push(put("form/text-plain", "/form3").text(Some("text/plain"), r#"{"v":"text"}"#));
-    v.push(put("form/json-charset", "/form4").text(Some("application/json; charset=utf-8"), r#"{"v":"charset"}"#));
+    v.push(put("form/json-charset", "/form4").text(
+        Some("application/json; charset=utf-8"),
+        r#"{"v":"charset"}"#,
+    ));
     v.push(put("form/other-type", "/form5").text(Some("application/xml"), r#"{"v":"xml"}"#));
-    v.push(get("form/read-back", "/_all_docs?keys=[\"form1\",\"form2\",\"form3\",\"form4\",\"form5\"]&include_docs=true").volatile_etag());
+    v.push(
+        get(
+            "form/read-back",
+            "/_all_docs?keys=[\"form1\",\"form2\",\"form3\",\"form4\",\"form5\"]&include_docs=true",
+        )
+        .volatile_etag(),
+    );
     v.push(post("form/post-untyped", "").text(None, r#"{"_id":"form6"}"#));
     v.push(post("form/bulk-untyped", "/_bulk_docs").text(None, r#"{"docs":[{"_id":"form7"}]}"#));
-    v.push(post("form/bulk-text-plain", "/_bulk_docs").text(Some("text/plain"), r#"{"docs":[{"_id":"form8"}]}"#));
+    v.push(
+        post("form/bulk-text-plain", "/_bulk_docs")
+            .text(Some("text/plain"), r#"{"docs":[{"_id":"form8"}]}"#),
+    );
     v.push(put("form/gzip-put", "/gz1").gzip(json!({"v": "gzipped"})));
     v.push(get("form/gzip-read", "/gz1"));
-    v.push(post("form/gzip-bulk-docs", "/_bulk_docs").gzip(json!({"docs": [{"_id": "gz2"}, {"_id": "gz3"}]})));
-    v.push(post("form/gzip-revs-diff", "/_revs_diff").gzip(json!({"gz2": ["1-00000000000000000000000000000001"]})));
-    v.push(post("form/gzip-all-docs", "/_all_docs").gzip(json!({"keys": ["gz1", "gz2"]})).volatile_etag());
-    v.push(post("form/gzip-changes", "/_changes?filter=_doc_ids").gzip(json!({"doc_ids": ["gz1"]})));
+    v.push(
+        post("form/gzip-bulk-docs", "/_bulk_docs")
+            .gzip(json!({"docs": [{"_id": "gz2"}, {"_id": "gz3"}]})),
+    );
+    v.push(
+        post("form/gzip-revs-diff", "/_revs_diff")
+            .gzip(json!({"gz2": ["1-00000000000000000000000000000001"]})),
+    );
+    v.push(
+        post("form/gzip-all-docs", "/_all_docs")
+            .gzip(json!({"keys": ["gz1", "gz2"]}))
+            .volatile_etag(),
+    );
+    v.push(
+        post("form/gzip-changes", "/_changes?filter=_doc_ids").gzip(json!({"doc_ids": ["gz1"]})),
+    );
     v.push(
         put("form/gzip-bad", "/gz4")
             .header("Content-Encoding", "gzip")
             .raw("application/json", b"not gzip at all"),
     );
-    v.push(put("form/unknown-encoding", "/gz5").header("Content-Encoding", "br").raw("application/json", b"{}"));
+    v.push(
+        put("form/unknown-encoding", "/gz5")
+            .header("Content-Encoding", "br")
+            .raw("application/json", b"{}"),
+    );
     v.push(step("COPY", "form/copy", "/a").header("Destination", "a-copy"));
     v.push(get("form/copy-read", "/a-copy"));
     v.push(step("COPY", "form/copy-over-existing", "/a").header("Destination", "b"));
     v.push(step("COPY", "form/copy-over-with-rev", "/a").header("Destination", "b?rev=${rev:b}"));
-    v.push(step("COPY", "form/copy-old-rev", "/a?rev=${rev:a@1}").header("Destination", "a-copy-old"));
+    v.push(
+        step("COPY", "form/copy-old-rev", "/a?rev=${rev:a@1}").header("Destination", "a-copy-old"),
+    );
     v.push(step("COPY", "form/copy-no-destination", "/a"));
     v.push(step("COPY", "form/copy-missing-source", "/nothing").header("Destination", "x"));
     v.push(step("COPY", "form/copy-to-ddoc", "/a").header("Destination", "_design/copied"));
     v.push(step("COPY", "form/copy-to-reserved", "/a").header("Destination", "_bad"));
     v.push(get("form/accept-html", "/a").header("Accept", "text/html"));
     v.push(get("form/accept-any", "/a").header("Accept", "*/*"));
-    v.push(get("form/open-revs-multipart", "/a?open_revs=all").header("Accept", "multipart/mixed").no_body());
+    v.push(
+        get("form/open-revs-multipart", "/a?open_revs=all")
+            .header("Accept", "multipart/mixed")
+            .no_body(),
+    );
     v.push(get("form/long-id", &format!("/{}", "x".repeat(9000))));
-    v.push(get("form/long-query", &format!("/_all_docs?keys=[\"{}\"]", "y".repeat(12000))).volatile_etag());
+    v.push(
+        get(
+            "form/long-query",
+            &format!("/_all_docs?keys=[\"{}\"]", "y".repeat(12000)),
+        )
+        .volatile_etag(),
+    );
     v.push(get("form/long-url-ok", &format!("/{}", "x".repeat(2000))));
 }
 
@@ -708,7 +966,10 @@ fn bad_input(v: &mut Vec<Step>) {
     v.push(put("bad/bad-rev-in-body", "/x").json(json!({"_rev": "abc"})));
     v.push(put("bad/rev-not-string", "/x").json(json!({"_rev": 5})));
     v.push(put("bad/unknown-underscore-field", "/x").json(json!({"_foo": 1})));
-    v.push(put("bad/revisions-malformed", "/x?new_edits=false").json(json!({"_rev": "1-abc", "_revisions": "nope"})));
+    v.push(
+        put("bad/revisions-malformed", "/x?new_edits=false")
+            .json(json!({"_rev": "1-abc", "_revisions": "nope"})),
+    );
     v.push(put("bad/deleted-not-bool", "/x").json(json!({"_deleted": "yes"})));
     v.push(put("bad/attachments-not-object", "/x").json(json!({"_attachments": []})));
     v.push(put("bad/id-mismatch-ok", "/x").json(json!({"_id": "y"})));
@@ -719,16 +980,29 @@ fn bad_input(v: &mut Vec<Step>) {
     v.push(post("bad/post-design", "").json(json!({"_id": "_design/posted"})));
     v.push(post("bad/post-local", "").json(json!({"_id": "_local/posted"})));
     v.push(post("bad/post-not-json", "").json_text("{"));
-    v.push(post("bad/bulk-reserved-id", "/_bulk_docs").json(json!({"docs": [{"_id": "ok1"}, {"_id": "_bad"}]})));
-    v.push(post("bad/bulk-id-not-string", "/_bulk_docs").json(json!({"docs": [{"_id": "ok2"}, {"_id": 5}]})));
+    v.push(
+        post("bad/bulk-reserved-id", "/_bulk_docs")
+            .json(json!({"docs": [{"_id": "ok1"}, {"_id": "_bad"}]})),
+    );
+    v.push(
+        post("bad/bulk-id-not-string", "/_bulk_docs")
+            .json(json!({"docs": [{"_id": "ok2"}, {"_id": 5}]})),
+    );
     v.push(post("bad/bulk-id-null", "/_bulk_docs").json(json!({"docs": [{"_id": null}]})));
     v.push(post("bad/bulk-doc-not-object", "/_bulk_docs").json(json!({"docs": [1]})));
     v.push(post("bad/bulk-no-docs", "/_bulk_docs").json(json!({})));
     v.push(post("bad/bulk-docs-not-list", "/_bulk_docs").json(json!({"docs": {}})));
     v.push(post("bad/bulk-not-object", "/_bulk_docs").json(json!([])));
     v.push(post("bad/bulk-not-json", "/_bulk_docs").json_text("[{"));
-    v.push(post("bad/bulk-bad-rev", "/_bulk_docs").json(json!({"docs": [{"_id": "br", "_rev": "abc"}]})));
-    v.push(post("bad/bulk-read-back", "/_all_docs").json(json!({"keys": ["ok1", "ok2", "br"]})).volatile_etag());
+    v.push(
+        post("bad/bulk-bad-rev", "/_bulk_docs")
+            .json(json!({"docs": [{"_id": "br", "_rev": "abc"}]})),
+    );
+    v.push(
+        post("bad/bulk-read-back", "/_all_docs")
+            .json(json!({"keys": ["ok1", "ok2", "br"]}))
+            .volatile_etag(),
+    );
     v.push(get("bad/unknown-db-endpoint", "/_bogus"));
     v.push(post("bad/unknown-db-endpoint-post", "/_bogus").json(json!({})));
     v.push(put("bad/unknown-db-endpoint-put", "/_bogus").json(json!({})));
@@ -742,16 +1016,29 @@ fn bad_input(v: &mut Vec<Step>) {
     v.push(step("DELETE", "bad/delete-all-docs", "/_all_docs"));
     v.push(step("GET", "bad/get-bulk-docs", "/_bulk_docs"));
     v.push(step("GET", "bad/get-revs-diff", "/_revs_diff"));
-    v.push(step("GET", "bad/get-ensure-full-commit", "/_ensure_full_commit"));
+    v.push(step(
+        "GET",
+        "bad/get-ensure-full-commit",
+        "/_ensure_full_commit",
+    ));
     v.push(get("bad/percent-invalid", "/a%ZZ"));
     v.push(get("bad/percent-not-utf8", "/%FF%FE"));
     v.push(get("bad/query-percent-invalid", "/_all_docs?keys=%ZZ").volatile_etag());
     v.push(get("bad/query-array-param", "/_changes?since[]=1"));
     v.push(get("bad/limit-huge", "/_all_docs?limit=99999999999999999999999").volatile_etag());
-    v.push(get("bad/changes-limit-huge", "/_changes?limit=99999999999999999999999"));
+    v.push(get(
+        "bad/changes-limit-huge",
+        "/_changes?limit=99999999999999999999999",
+    ));
     v.push(get("bad/skip-huge", "/_all_docs?skip=99999999999999999999999").volatile_etag());
     v.push(put("bad/huge-number", "/num").json_text(r#"{"n":1e400}"#));
-    v.push(put("bad/deep-nesting", "/deep").json_text(&format!("{}{}", "[".repeat(200), "]".repeat(200)).replacen('[', "{\"d\":[", 1).replacen(&"]".repeat(200), &format!("{}}}", "]".repeat(200)), 1)));
+    v.push(
+        put("bad/deep-nesting", "/deep").json_text(
+            &format!("{}{}", "[".repeat(200), "]".repeat(200))
+                .replacen('[', "{\"d\":[", 1)
+                .replacen(&"]".repeat(200), &format!("{}}}", "]".repeat(200)), 1),
+        ),
+    );
     v.push(put("bad/duplicate-id-keys", "/dup").json_text(r#"{"_id":"dup","_id":"other","v":1}"#));
     v.push(get("bad/duplicate-read", "/dup"));
     v.push(put("bad/utf8-invalid", "/utf").raw("application/json", b"{\"v\":\"\xff\"}"));
@@ -761,9 +1048,18 @@ fn bad_input(v: &mut Vec<Step>) {
 
 fn server(v: &mut Vec<Step>) {
     v.push(get("server/welcome", "/").server().keys(&["couchdb"]));
-    v.push(get("server/session-anonymous", "/_session").server().anon().keys(&["ok", "userCtx"]));
+    v.push(
+        get("server/session-anonymous", "/_session")
+            .server()
+            .anon()
+            .keys(&["ok", "userCtx"]),
+    );
     v.push(get("server/uuids", "/_uuids").server().volatile_etag());
-    v.push(get("server/uuids-count", "/_uuids?count=3").server().volatile_etag());
+    v.push(
+        get("server/uuids-count", "/_uuids?count=3")
+            .server()
+            .volatile_etag(),
+    );
     v.push(get("server/uuids-bad-count", "/_uuids?count=x").server());
     v.push(get("server/anonymous-db", "").anon().keys(&["error"]));
     v.push(get("server/bad-db-name", "/Bad_Name").server());
@@ -775,9 +1071,11 @@ fn server(v: &mut Vec<Step>) {
 fn teardown(v: &mut Vec<Step>) {
     v.push(get("db/info-full", "").volatile_etag());
     // Last, because the backend makes up an id that differs between the targets.
-    v.push(post("repl/bulk-new-edits-false-no-id", "/_bulk_docs").json(json!({
-        "new_edits": false, "docs": [{"_rev": "1-abc"}],
-    })));
+    v.push(
+        post("repl/bulk-new-edits-false-no-id", "/_bulk_docs").json(json!({
+            "new_edits": false, "docs": [{"_rev": "1-abc"}],
+        })),
+    );
     v.push(delete("db/delete", ""));
     v.push(get("db/get-after-delete", ""));
     v.push(get("db/doc-after-delete", "/a"));

@@ -36,7 +36,11 @@ async fn couchgate_answers_like_the_backend_itself() {
         .send()
         .await
         .expect("the backend answers");
-    assert!(created.status().is_success(), "creating {shared_db}: {}", created.status());
+    assert!(
+        created.status().is_success(),
+        "creating {shared_db}: {}",
+        created.status()
+    );
     let gate = Gate::start_on(&backend, &shared_db, "127.0.0.1:0", &[]);
     let mut through = Target::gate(&gate, "alice", "diffdb");
     let mut direct = Target::direct(&backend.url, &ctl_db);
@@ -44,7 +48,11 @@ async fn couchgate_answers_like_the_backend_itself() {
     let steps = corpus::steps();
     let mut names = BTreeSet::new();
     for s in &steps {
-        assert!(names.insert(s.name.clone()), "duplicate case name {}", s.name);
+        assert!(
+            names.insert(s.name.clone()),
+            "duplicate case name {}",
+            s.name
+        );
     }
     let strictness = if couchdb {
         compare::Strictness::Exact
@@ -104,7 +112,10 @@ async fn couchgate_answers_like_the_backend_itself() {
         unexpected.len()
     );
     if !not_run.is_empty() {
-        println!("{} cases not sent to PouchDB Server (they run with COUCHDB_URL):", not_run.len());
+        println!(
+            "{} cases not sent to PouchDB Server (they run with COUCHDB_URL):",
+            not_run.len()
+        );
         for (name, why) in &not_run {
             println!("  skipped  {name:<48} {why}");
         }
@@ -124,7 +135,8 @@ async fn couchgate_answers_like_the_backend_itself() {
 /// Every known difference is in the README's table, word for word, so users can read why.
 #[test]
 fn every_known_difference_is_in_the_readme() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     for k in known::ALL {
         assert!(
             readme.contains(k.reason),
@@ -133,7 +145,11 @@ fn every_known_difference_is_in_the_readme() {
             k.reason
         );
         if !k.case.is_empty() {
-            assert!(readme.contains(&format!("`{}", k.case)), "README lacks case `{}`", k.case);
+            assert!(
+                readme.contains(&format!("`{}", k.case)),
+                "README lacks case `{}`",
+                k.case
+            );
         }
     }
 }

@@ -136,7 +136,10 @@ impl Target {
                     None => revs.last().expect("a revision"),
                 };
                 if kind == "hash" {
-                    rev.split_once('-').map(|(_, h)| h).unwrap_or(rev).to_owned()
+                    rev.split_once('-')
+                        .map(|(_, h)| h)
+                        .unwrap_or(rev)
+                        .to_owned()
                 } else {
                     rev.clone()
                 }
@@ -226,7 +229,11 @@ impl Target {
                         revs.push(rev.to_owned());
                         // Generated ids differ between the targets; their revisions are
                         // labelled by generation alone.
-                        let who = if crate::compare::is_uuid(id) { "<generated>" } else { id };
+                        let who = if crate::compare::is_uuid(id) {
+                            "<generated>"
+                        } else {
+                            id
+                        };
                         let label = format!("{who}@{}", revs.len());
                         if let Some((_, hash)) = rev.split_once('-') {
                             self.labels
@@ -261,9 +268,7 @@ impl Target {
 
     /// Deletes the control database.
     pub async fn cleanup(&self) {
-        let mut r = self
-            .http
-            .delete(format!("{}/{}", self.root, self.db));
+        let mut r = self.http.delete(format!("{}/{}", self.root, self.db));
         if let Auth::Basic(u, p) = &self.auth {
             r = r.basic_auth(u, p.as_ref());
         }
