@@ -332,11 +332,21 @@ mod tests {
             ("/db/x/dir/a.txt", att("db", "x", "dir/a.txt")),
             ("/db/x/dir%2Fa.txt", att("db", "x", "dir/a.txt")),
             ("/db/_design/v/logo.png", att("db", "_design/v", "logo.png")),
+            ("/db/_missing_revs", ep(DbEndpoint::MissingRevs)),
+            ("/db/_compact", ep(DbEndpoint::Compact)),
+            ("/db/_view_cleanup", ep(DbEndpoint::ViewCleanup)),
+            (
+                "/db/_compact/app",
+                Route::CompactDesign {
+                    db: "db".into(),
+                    name: "app".into(),
+                },
+            ),
             (
                 "/db/_find",
                 Route::RefusedDb {
                     db: "db".into(),
-                    refusal: Refusal::NotImplemented("not supported on virtual databases"),
+                    refusal: Refusal::PostOnly(&Refusal::NotImplemented(NOT_ON_VIRTUAL)),
                 },
             ),
             (
@@ -346,13 +356,17 @@ mod tests {
                     refusal: Refusal::Forbidden(SHARED_DB),
                 },
             ),
+            // Not an endpoint: an id, refused by the document handler.
+            ("/db/_foo", doc("db", "_foo")),
+            ("/db/_design", doc("db", "_design")),
             (
-                "/db/_foo",
-                Route::RefusedDb {
+                "/db/_local",
+                Route::Local {
                     db: "db".into(),
-                    refusal: Refusal::IllegalDocId,
+                    id: "_local".into(),
                 },
             ),
+            ("/Db", Route::RefusedServer(Refusal::BadDbName("Db".into()))),
             (
                 "/db/_changes/x",
                 Route::RefusedDb {
@@ -400,15 +414,34 @@ mod tests {
     #[test]
     fn bad_paths() {
         for (p, name) in [
-            ("/Db", "illegal_database_name"),
-            ("/1db", "illegal_database_name"),
-            ("/%2E%2E", "illegal_database_name"),
-            ("/db/%FF", "bad_request"),
+            ("/db/%FF", "not_found"),
+            ("/db/a%ZZ", "bad_request"),
+            ("/db/a%2", "bad_request"),
             ("/db//x", "bad_request"),
-            ("/db/_design", "illegal_docid"),
             ("/db/_local/x/y", "bad_request"),
         ] {
             assert_eq!(route(p).unwrap_err().name(), name, "{p}");
+        }
+        assert!(check_escapes("a=%22x%22&b=%e2%84%a6").is_ok());
+        assert!(check_escapes("a=%2").is_err());
+    }
+
+    #[test]
+    fn bad_database_names_are_404_but_to_put() {
+        for p in ["/Db", "/1db", "/%2E%2E", "/favicon.ico"] {
+            let Route::RefusedServer(r) = route(p).unwrap() else {
+                panic!("{p}")
+            };
+            assert_eq!(
+                r.clone().into_error("x", &http::Method::GET).status(),
+                404,
+                "{p}"
+            );
+            assert_eq!(
+                r.into_error("x", &http::Method::PUT).name(),
+                "illegal_database_name",
+                "{p}"
+            );
         }
     }
 

@@ -1273,7 +1273,7 @@ mod tests {
         ] {
             assert_eq!(l(missing.clone()), Lookup::Missing, "{missing}");
         }
-        assert_eq!(lookup(&ns, &json!([256])).unwrap_err().status(), 500);
+        assert_eq!(lookup(&ns, &json!([256])).unwrap_err().status(), 400);
         assert_eq!(
             lookup(&ns, &json!([[true]])).unwrap_err().name(),
             "bad_request"
