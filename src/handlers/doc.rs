@@ -36,14 +36,14 @@ const WRITE_PARAMS: &[&str] = &["rev", "new_edits", "batch"];
 pub async fn handle(st: &State, ns: &Namespace, id: &str, req: Req) -> Result<Response<Body>> {
     let backing = match ns.encode_id(id) {
         Ok(b) => b,
+        Err(_) if id == "_local" => return Err(Error::bad_request("Invalid _local document id.")),
         // No document can have that id; CouchDB reads it as missing.
-        Err(_) if matches!(req.method, Method::GET | Method::HEAD) => {
+        Err(_) if matches!(req.method, Method::GET | Method::HEAD | Method::DELETE) => {
             return Err(Error::not_found("missing"))
         }
         Err(_) if req.method == Method::POST => {
             return Err(Error::bad_request("Referer header required."))
         }
-        Err(_) if id == "_local" => return Err(Error::bad_request("Invalid _local document id.")),
         Err(e) => return Err(e),
     };
     match req.method {
