@@ -107,10 +107,6 @@ pub const ALL: &[Known] = &[
     pouchdb("all_docs/get-", "body.rows", PDB_OMEGA),
     pouchdb("all_docs/post-no-keys", "body.rows", PDB_OMEGA),
     pouchdb("changes/limit-0", "", "PouchDB Server turns `limit=0` into 1; CouchDB sends no rows"),
-    pouchdb("changes/longpoll-", "", PDB_FEEDS),
-    pouchdb("changes/post-longpoll-", "", PDB_FEEDS),
-    pouchdb("changes/continuous", "", PDB_FEEDS),
-    pouchdb("changes/eventsource", "", PDB_FEEDS),
     pouchdb("bulk_get/", "", "PouchDB Server's `_bulk_get` leaves out or merges items (missing ids, `_local` ids, repeated ids) that CouchDB answers one by one"),
     pouchdb("local/attachment-get", "", "PouchDB Server answers 404 where CouchDB refuses attachments of `_local` documents with 400"),
     pouchdb("form/unknown-encoding", "", "PouchDB Server's error name for an unknown content encoding is not CouchDB's `bad_content_type`"),
@@ -127,8 +123,6 @@ pub const ALL: &[Known] = &[
 
 const PDB_OMEGA: &str =
     "PouchDB Server's `_all_docs` leaves out the id `Ω` (U+2126) while counting it in `total_rows`";
-const PDB_FEEDS: &str =
-    "PouchDB Server's live feeds do not end at `timeout` (its heartbeat default keeps them open)";
 const PDB_ADMIN_PARTY: &str =
     "PouchDB Server runs as an admin party: anyone is `_admin`; couchgate requires credentials";
 
