@@ -202,24 +202,24 @@ impl Namespace {
                 status,
                 error,
                 reason,
-            } => {
-                let client = self.decode_id(backing).unwrap_or_default();
-                let reason = if backing.is_empty() {
-                    reason
-                } else {
-                    reason.replace(backing, &client)
-                };
-                let reason = reason
-                    .replace(&self.local_prefix, "_local/")
-                    .replace(&self.prefix, "");
-                Error::Backend {
-                    status,
-                    error,
-                    reason,
-                }
-            }
+            } => Error::Backend {
+                status,
+                error,
+                reason: self.client_reason(&reason, backing),
+            },
             other => other,
         }
+    }
+
+    /// A backend reason about `backing` with every backing id in it turned into the client's.
+    pub fn client_reason(&self, reason: &str, backing: &str) -> String {
+        let reason = match self.decode_id(backing) {
+            Some(client) if !backing.is_empty() => reason.replace(backing, &client),
+            _ => reason.to_owned(),
+        };
+        reason
+            .replace(&self.local_prefix, "_local/")
+            .replace(&self.prefix, "")
     }
 
     /// Rewrites a backing document's `_id` into the client's id. Documents outside the

@@ -113,15 +113,7 @@ fn strip_row(ns: &Namespace, mut row: Value) -> Value {
         row["id"] = Value::String(id);
     }
     if let Some(reason) = row.get("reason").and_then(Value::as_str) {
-        let e = ns.client_error(
-            Error::Backend {
-                status: StatusCode::OK,
-                error: String::new(),
-                reason: reason.to_owned(),
-            },
-            &backing,
-        );
-        row["reason"] = Value::String(e.reason());
+        row["reason"] = Value::String(ns.client_reason(reason, &backing));
     }
     row
 }
