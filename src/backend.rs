@@ -250,12 +250,25 @@ impl Backend {
         }
     }
 
-    /// Creates the shared database unless it exists.
-    pub async fn ensure_database(&self) -> Result<()> {
-        match self.json(Method::PUT, &self.db_url(""), None).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.status() == StatusCode::PRECONDITION_FAILED => Ok(()),
-            Err(e) => Err(e),
+    /// Creates the shared database unless it exists. A backend that is down, slow or failing
+    /// (a backend fault, not a refusal) is retried with backoff for up to `wait`: a CouchDB
+    /// still starting beside couchgate, or a loaded one, is not a reason to exit.
+    pub async fn ensure_database(&self, wait: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let e = match self.json(Method::PUT, &self.db_url(""), None).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.status() == StatusCode::PRECONDITION_FAILED => return Ok(()),
+                Err(e) => e,
+            };
+            let now = tokio::time::Instant::now();
+            if e.fault() != crate::error::Fault::Backend || now + pause > deadline {
+                return Err(e);
+            }
+            tracing::warn!(error = %e.reason(), retry_in = ?pause, "backend not ready");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
         }
     }
 }

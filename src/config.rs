@@ -159,6 +159,11 @@ pub struct Args {
     #[arg(long, env = "COUCHGATE_BACKEND_TIMEOUT_SECS")]
     pub backend_timeout_secs: Option<u64>,
 
+    /// How long startup keeps retrying a backend that is down, slow or still starting, in
+    /// seconds, before giving up [default: 60].
+    #[arg(long, env = "COUCHGATE_BACKEND_WAIT_SECS")]
+    pub backend_wait_secs: Option<u64>,
+
     /// Most idle pooled connections to the backend [default: 64].
     #[arg(long, env = "COUCHGATE_BACKEND_POOL_IDLE")]
     pub backend_pool_idle: Option<usize>,
@@ -303,6 +308,7 @@ pub struct Config {
     pub max_body_bytes: u64,
     pub max_connections: usize,
     pub backend_timeout: Duration,
+    pub backend_wait: Duration,
     pub backend_pool_idle: usize,
     pub shutdown_timeout: Duration,
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -432,6 +438,7 @@ impl Config {
             max_body_bytes: a.max_body_bytes.unwrap_or(64 * 1024 * 1024),
             max_connections,
             backend_timeout: Duration::from_secs(a.backend_timeout_secs.unwrap_or(60).max(1)),
+            backend_wait: Duration::from_secs(a.backend_wait_secs.unwrap_or(60)),
             backend_pool_idle: a.backend_pool_idle.unwrap_or(64),
             shutdown_timeout: Duration::from_secs(a.shutdown_timeout_secs.unwrap_or(10)),
             tls,

@@ -57,7 +57,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Err(e) = backend.ensure_database().await {
+    if let Err(e) = backend.ensure_database(config.backend_wait).await {
         eprintln!(
             "couchgate: cannot use the backing database `{}`: {}",
             config.database,

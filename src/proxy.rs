@@ -115,6 +115,12 @@ impl Proxy {
                         HeaderValue::from_static("Bearer realm=\"couchgate\""),
                     );
                 }
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    // The rest of the body is never read: the connection cannot carry another
+                    // request, and the client must not put one on it.
+                    r.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
                 if let Error::TooManyRequests { retry_after, .. } = e {
                     r.headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));

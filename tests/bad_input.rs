@@ -1307,7 +1307,8 @@ impl FakeGate {
             .args(extra)
             .env("COUCHGATE_LOG", "error")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            // Why it could not start, if it cannot, shows in the test's output.
+            .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
         let mut line = String::new();

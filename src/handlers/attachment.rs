@@ -71,8 +71,11 @@ pub async fn handle(
     }
     let max_body = req.max_body;
     let (upload, too_large) = if method == Method::PUT {
-        let (b, flag) = req.stream_body();
-        (b, Some(flag))
+        let up = req.upload().await?;
+        if let (Some(len), Some(h)) = (up.length, b.headers_mut()) {
+            h.insert(header::CONTENT_LENGTH, len.into());
+        }
+        (up.body, Some(up.too_large))
     } else {
         (body::empty(), None)
     };

@@ -65,23 +65,79 @@ impl Req {
         body::read_request(&self.headers, self.body, self.max_body).await
     }
 
-    /// The body as a stream bounded to the size limit, for forwarding, and a flag that is set
-    /// when the limit cut it off (the backend then sees a failed upload, the client gets 413).
-    pub fn stream_body(self) -> (body::Body, Arc<AtomicBool>) {
-        let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
+    /// The body for forwarding as it comes, bounded to the size limit.
+    ///
+    /// A body without `Content-Length` is first read up to [`UPLOAD_PREFETCH`] bytes. One that
+    /// ends there (most do) is sent whole, with its length; one over the limit there is
+    /// refused before the backend sees a byte, since a backend may store what it got of an
+    /// upload cut short (PouchDB Server does). A longer one streams on; the returned flag is
+    /// set when the limit cuts it off (the backend then sees a failed upload, the client gets
+    /// 413).
+    pub async fn upload(self) -> Result<Upload> {
+        use http_body_util::BodyExt;
+        let limit = self.max_body;
         let too_large = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&too_large);
-        let limited = http_body_util::BodyExt::map_err(
-            http_body_util::Limited::new(self.body, limit),
-            move |e| {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    flag.store(true, Ordering::Relaxed);
+        let mut body = self.body;
+        let mut prefix = bytes::BytesMut::new();
+        if !self.headers.contains_key(http::header::CONTENT_LENGTH) {
+            let prefetch = UPLOAD_PREFETCH.min(limit.saturating_add(1));
+            while (prefix.len() as u64) < prefetch {
+                match body.frame().await {
+                    None => {
+                        let whole = prefix.freeze();
+                        return Ok(Upload {
+                            length: Some(whole.len() as u64),
+                            body: body::full(whole),
+                            too_large,
+                        });
+                    }
+                    Some(Err(e)) => {
+                        return Err(Error::BadRequest(format!("reading the request body: {e}")))
+                    }
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            prefix.extend_from_slice(&data);
+                        }
+                    }
                 }
-                e
-            },
+            }
+            if prefix.len() as u64 > limit {
+                return Err(Error::TooLarge(format!(
+                    "the request body is larger than {limit} bytes"
+                )));
+            }
+        }
+        let rest_limit = usize::try_from(limit - prefix.len() as u64).unwrap_or(usize::MAX);
+        let flag = Arc::clone(&too_large);
+        let rest = http_body_util::Limited::new(body, rest_limit).map_err(move |e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                flag.store(true, Ordering::Relaxed);
+            }
+            e
+        });
+        let head = futures_util::stream::iter(
+            (!prefix.is_empty()).then(|| Ok(hyper::body::Frame::data(prefix.freeze()))),
         );
-        (body::boxed(limited), too_large)
+        let tail = http_body_util::BodyStream::new(rest);
+        let stream = futures_util::StreamExt::chain(head, tail);
+        Ok(Upload {
+            body: body::boxed(http_body_util::StreamBody::new(stream)),
+            length: None,
+            too_large,
+        })
     }
+}
+
+/// How much of a body without `Content-Length` is read before anything is forwarded.
+pub const UPLOAD_PREFETCH: u64 = 1024 * 1024;
+
+/// A request body ready to forward; see [`Req::upload`].
+pub struct Upload {
+    pub body: body::Body,
+    /// Known when the whole body was read before forwarding.
+    pub length: Option<u64>,
+    /// Set when the size limit cut the stream off.
+    pub too_large: Arc<AtomicBool>,
 }
 
 /// A decoded query string.
