@@ -57,7 +57,11 @@ pub fn decode_component(s: &str) -> Option<String> {
         let b = bytes[i];
         if b == b'-' {
             let hex = s.get(i + 1..i + 3)?;
-            if hex.bytes().any(|h| h.is_ascii_uppercase()) {
+            // Exactly two lowercase hex digits (`from_str_radix` alone takes `+0` too).
+            if !hex
+                .bytes()
+                .all(|h| h.is_ascii_digit() || (b'a'..=b'f').contains(&h))
+            {
                 return None;
             }
             let v = u8::from_str_radix(hex, 16).ok()?;
@@ -265,6 +269,7 @@ mod tests {
     fn non_canonical_components_do_not_decode() {
         assert_eq!(decode_component("-61"), None); // 'a' must be literal
         assert_eq!(decode_component("-4A"), None); // upper-case hex
+        assert_eq!(decode_component("d-+0"), None); // a sign is no hex digit (found by fuzzing)
         assert_eq!(decode_component("-4"), None);
         assert_eq!(decode_component("A"), None);
         assert_eq!(decode_component("-ff"), None); // not UTF-8
