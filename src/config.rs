@@ -432,9 +432,11 @@ impl Config {
         if max_connections == 0 {
             return Err(bad("--max-connections must be at least 1"));
         }
-        let header_read_timeout = positive_secs(a.header_read_timeout_secs, 10, "--header-read-timeout-secs")?;
+        let header_read_timeout =
+            positive_secs(a.header_read_timeout_secs, 10, "--header-read-timeout-secs")?;
         let idle_timeout = positive_secs(a.idle_timeout_secs, 75, "--idle-timeout-secs")?;
-        let body_read_timeout = positive_secs(a.body_read_timeout_secs, 30, "--body-read-timeout-secs")?;
+        let body_read_timeout =
+            positive_secs(a.body_read_timeout_secs, 30, "--body-read-timeout-secs")?;
         Ok(Config {
             listen: a
                 .listen
@@ -534,16 +536,14 @@ fn refuse_weak(
         .as_deref()
         .and_then(|u| url::Url::parse(u).ok())
         .is_some_and(|u| u.password().is_some());
-    if a.couchdb_url.is_some() && a.seq_secret.is_none() && jwt_key.is_none() && !backend_password
-    {
+    if a.couchdb_url.is_some() && a.seq_secret.is_none() && jwt_key.is_none() && !backend_password {
         return Err(bad(
             "nothing secret is configured to seal sequence tokens with (public token keys and \
              a backend URL without a password are known to anyone): give --seq-secret, the \
              same on every instance",
         ));
     }
-    if a.cors_credentials == Some(true)
-        && list(a.cors_origins.as_deref()).iter().any(|o| o == "*")
+    if a.cors_credentials == Some(true) && list(a.cors_origins.as_deref()).iter().any(|o| o == "*")
     {
         return Err(bad(
             "--cors-origins '*' with --cors-credentials would let every web site send \
@@ -726,7 +726,9 @@ mod tests {
     #[test]
     fn weak_configurations_are_refused() {
         let refused = |args: &[&str], names: &str| {
-            let e = parse(args).err().unwrap_or_else(|| panic!("{args:?} was accepted"));
+            let e = parse(args)
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} was accepted"));
             assert!(e.reason().contains(names), "{args:?}: {}", e.reason());
         };
         let key = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ec256.pub.pem");
@@ -736,10 +738,18 @@ mod tests {
             "--seq-secret",
         );
         refused(
-            &["--couchdb-url", "http://x:5984", "--jwks-url", "https://idp.example/k"],
+            &[
+                "--couchdb-url",
+                "http://x:5984",
+                "--jwks-url",
+                "https://idp.example/k",
+            ],
             "--seq-secret",
         );
-        refused(&["--couchdb-url", "http://x:5984", "--basic-auth"], "--seq-secret");
+        refused(
+            &["--couchdb-url", "http://x:5984", "--basic-auth"],
+            "--seq-secret",
+        );
         for secret in [
             &["--seq-secret", "0123456789abcdef"][..],
             &["--jwt-secret", "0123456789abcdef"],
@@ -748,15 +758,31 @@ mod tests {
             args.extend_from_slice(secret);
             assert!(parse(&args).is_ok(), "{args:?}");
         }
-        assert!(parse(&["--couchdb-url", "http://a:pw@x:5984", "--jwt-public-key", key]).is_ok());
+        assert!(parse(&[
+            "--couchdb-url",
+            "http://a:pw@x:5984",
+            "--jwt-public-key",
+            key
+        ])
+        .is_ok());
         refused(&["--seq-secret", "short"], "--seq-secret");
         refused(
-            &["--cors-origins", "https://a.example, *", "--cors-credentials"],
+            &[
+                "--cors-origins",
+                "https://a.example, *",
+                "--cors-credentials",
+            ],
             "--cors-credentials",
         );
         assert!(parse(&["--cors-origins", "*"]).is_ok());
         assert!(parse(&["--cors-origins", "https://a.example", "--cors-credentials"]).is_ok());
-        let both = ["--couchdb-url", "http://a:pw@x:5984", "--basic-auth", "--jwt-public-key", key];
+        let both = [
+            "--couchdb-url",
+            "http://a:pw@x:5984",
+            "--basic-auth",
+            "--jwt-public-key",
+            key,
+        ];
         refused(&both, "--shared-identities");
         let mut shared = both.to_vec();
         shared.push("--shared-identities");
@@ -777,7 +803,9 @@ mod tests {
         .unwrap();
         assert_eq!(c.jwt_leeway, Duration::from_secs(MAX_SECS));
         assert_eq!(c.auth.session_ttl, Duration::from_secs(MAX_SECS));
-        assert!(std::time::Instant::now().checked_add(c.backend_wait).is_some());
+        assert!(std::time::Instant::now()
+            .checked_add(c.backend_wait)
+            .is_some());
         let c = parse(&[]).unwrap();
         assert_eq!(
             (c.header_read_timeout, c.idle_timeout, c.body_read_timeout),

@@ -74,12 +74,12 @@ impl Req {
 
     /// The body for forwarding as it comes, bounded to the size limit.
     ///
-    /// A body without `Content-Length` is first read up to [`UPLOAD_PREFETCH`] bytes. One that
-    /// ends there (most do) is sent whole, with its length; one over the limit there is
-    /// refused before the backend sees a byte, since a backend may store what it got of an
-    /// upload cut short (PouchDB Server does). A longer one streams on; the returned flag is
-    /// set when the limit cuts it off (the backend then sees a failed upload, the client gets
-    /// 413; one that stalls, 408).
+    /// A body without `Content-Length`, or with one of at most [`UPLOAD_PREFETCH`] bytes, is
+    /// first read up to that size. One that ends there (most do) is sent whole, with its
+    /// length; one over the limit there, or cut short (a stall, a disconnect), is refused
+    /// before the backend sees a byte, since a backend may store what it got of an upload cut
+    /// short (PouchDB Server does). A longer one streams on; [`Upload::cut`] says whether the
+    /// limit (413) or a stall (408) cut it off, and the backend then sees a failed upload.
     pub async fn upload(self) -> Result<Upload> {
         use http_body_util::BodyExt;
         let limit = self.max_body;
@@ -90,7 +90,11 @@ impl Req {
         });
         let mut body = self.body;
         let mut prefix = bytes::BytesMut::new();
-        if !self.headers.contains_key(http::header::CONTENT_LENGTH) {
+        let announced = self
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if announced.map_or(true, |n| n <= UPLOAD_PREFETCH) {
             let prefetch = UPLOAD_PREFETCH.min(limit.saturating_add(1));
             while (prefix.len() as u64) < prefetch {
                 match body.frame().await {
