@@ -297,6 +297,34 @@ mod tests {
         assert_eq!(&plain.unwrap()[..], b"x");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn only_waiting_for_the_client_counts_against_a_body() {
+        let gap = Duration::from_secs(5);
+        let (tx, rx) = mpsc::channel::<Bytes>(4);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|b| (Ok::<_, BoxError>(Frame::data(b)), rx))
+        });
+        let mut body = TimedBody::new(StreamBody::new(Box::pin(stream)), gap);
+        tx.send(Bytes::from_static(b"a")).await.unwrap();
+        assert!(body.frame().await.unwrap().is_ok());
+        // Busy elsewhere for a minute: not the client's pause.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let tx2 = tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(gap - Duration::from_secs(1)).await;
+            tx2.send(Bytes::from_static(b"b")).await.unwrap();
+        });
+        assert!(body.frame().await.unwrap().is_ok(), "within the gap");
+        let start = tokio::time::Instant::now();
+        let e = body.frame().await.unwrap().unwrap_err();
+        assert_eq!(start.elapsed(), gap);
+        let e = read_error(&e, 100);
+        assert_eq!((e.status().as_u16(), e.name()), (408, "request_timeout"));
+        drop(tx);
+    }
+
     #[test]
     fn json_errors_read_like_couchdb() {
         assert_eq!(

@@ -356,6 +356,9 @@ impl std::fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("tls", &self.tls.is_some())
             .field("changes_source", &self.changes_source)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("body_read_timeout", &self.body_read_timeout)
             .finish_non_exhaustive()
     }
 }
