@@ -96,9 +96,12 @@ fn within(d: Duration, lo: f64, hi: f64, what: &str) {
     );
 }
 
-/// A client with its own, short overall timeout.
-fn quick_client(limit: Duration) -> reqwest::Client {
-    reqwest::Client::builder().timeout(limit).build().unwrap()
+/// A client giving up after [`PATIENCE`].
+fn quick_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(PATIENCE)
+        .build()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -125,7 +128,7 @@ async fn at_the_connection_cap_the_connection_idle_longest_makes_room() {
         stalled.push(s);
     }
     let start = Instant::now();
-    let r = quick_client(PATIENCE)
+    let r = quick_client()
         .get(format!("{}/", gate.url))
         .send()
         .await
@@ -183,7 +186,7 @@ async fn incomplete_request_heads_are_cut_at_the_header_read_timeout() {
     within(start.elapsed(), 0.0, 5.0, "trickling head");
     writer.abort();
     // The same couchgate serves a complete request at once.
-    let r = quick_client(PATIENCE)
+    let r = quick_client()
         .get(format!("{}/", gate.url))
         .send()
         .await
@@ -395,7 +398,7 @@ async fn connections_serving_a_live_feed_are_never_shed() {
     );
     let started = Instant::now();
     let other = async {
-        let r = quick_client(PATIENCE)
+        let r = quick_client()
             .get(format!("{}/", gate.url))
             .send()
             .await
