@@ -7,6 +7,10 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, Limited, StreamBody};
 use hyper::body::Frame;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -70,19 +74,110 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
     resp
 }
 
+/// A client's request body whose pauses are bounded: waiting longer than `gap` for its next
+/// piece fails it with [`BodyTimeout`]. Only waiting for the client counts: the clock starts
+/// when the next piece is asked for, not while couchgate is busy elsewhere (authenticating,
+/// or waiting for the backend to take what it was sent).
+pub struct TimedBody<B> {
+    inner: B,
+    gap: Duration,
+    /// Armed while a piece is awaited.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    waiting: bool,
+}
+
+impl<B> TimedBody<B> {
+    pub fn new(inner: B, gap: Duration) -> Self {
+        TimedBody {
+            inner,
+            gap,
+            sleep: None,
+            waiting: false,
+        }
+    }
+}
+
+/// The error of a [`TimedBody`] whose client paused too long.
+#[derive(Debug)]
+pub struct BodyTimeout(pub Duration);
+
+impl std::fmt::Display for BodyTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the request body stopped arriving for {} s",
+            self.0.as_secs()
+        )
+    }
+}
+
+impl std::error::Error for BodyTimeout {}
+
+impl<B> http_body::Body for TimedBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.waiting = false;
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let sleep = match &mut this.sleep {
+            Some(s) if this.waiting => s,
+            Some(s) => {
+                s.as_mut().reset(tokio::time::Instant::now() + this.gap);
+                s
+            }
+            None => this.sleep.insert(Box::pin(tokio::time::sleep(this.gap))),
+        };
+        this.waiting = true;
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                this.waiting = false;
+                Poll::Ready(Some(Err(Box::new(BodyTimeout(this.gap)))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What a failure to read a request body means for the client.
+pub fn read_error(e: &BoxError, limit: u64) -> Error {
+    if e.is::<http_body_util::LengthLimitError>() {
+        Error::TooLarge(format!("the request body is larger than {limit} bytes"))
+    } else if let Some(t) = e.downcast_ref::<BodyTimeout>() {
+        Error::RequestTimeout(t.to_string())
+    } else {
+        Error::bad_request(format!("reading the request body: {e}"))
+    }
+}
+
 /// Reads a whole body of at most `limit` bytes.
 pub async fn read_limited<B>(body: B, limit: u64) -> Result<Bytes>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    match Limited::new(body, limit).collect().await {
+    let max = usize::try_from(limit).unwrap_or(usize::MAX);
+    match Limited::new(body, max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::TooLarge(format!(
-            "the request body is larger than {limit} bytes"
-        ))),
-        Err(e) => Err(Error::bad_request(format!("reading the request body: {e}"))),
+        Err(e) => Err(read_error(&e, limit)),
     }
 }
 
@@ -200,6 +295,34 @@ mod tests {
         );
         let plain = decode_content_encoding(&http::HeaderMap::new(), Bytes::from_static(b"x"), 1);
         assert_eq!(&plain.unwrap()[..], b"x");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_waiting_for_the_client_counts_against_a_body() {
+        let gap = Duration::from_secs(5);
+        let (tx, rx) = mpsc::channel::<Bytes>(4);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|b| (Ok::<_, BoxError>(Frame::data(b)), rx))
+        });
+        let mut body = TimedBody::new(StreamBody::new(Box::pin(stream)), gap);
+        tx.send(Bytes::from_static(b"a")).await.unwrap();
+        assert!(body.frame().await.unwrap().is_ok());
+        // Busy elsewhere for a minute: not the client's pause.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let tx2 = tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(gap - Duration::from_secs(1)).await;
+            tx2.send(Bytes::from_static(b"b")).await.unwrap();
+        });
+        assert!(body.frame().await.unwrap().is_ok(), "within the gap");
+        let start = tokio::time::Instant::now();
+        let e = body.frame().await.unwrap().unwrap_err();
+        assert_eq!(start.elapsed(), gap);
+        let e = read_error(&e, 100);
+        assert_eq!((e.status().as_u16(), e.name()), (408, "request_timeout"));
+        drop(tx);
     }
 
     #[test]

@@ -193,6 +193,26 @@ pub struct Args {
     /// Log filter, in tracing-subscriber's EnvFilter syntax [default: info].
     #[arg(long, env = "COUCHGATE_LOG")]
     pub log: Option<String>,
+
+    /// Time a client has to send a request's line and headers, counted from connecting (TLS
+    /// handshake included) or from the first byte of a request on a kept-alive connection, in
+    /// seconds [default: 10].
+    #[arg(long, env = "COUCHGATE_HEADER_READ_TIMEOUT_SECS")]
+    pub header_read_timeout_secs: Option<u64>,
+
+    /// How long a connection may stay open between requests, in seconds [default: 75].
+    #[arg(long, env = "COUCHGATE_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
+
+    /// Longest pause while a request body arrives, in seconds; the request then gets 408
+    /// [default: 30].
+    #[arg(long, env = "COUCHGATE_BODY_READ_TIMEOUT_SECS")]
+    pub body_read_timeout_secs: Option<u64>,
+
+    /// Basic-auth names and token users are the same people (the token issuer names users as
+    /// the backend's `_users` does): allows --basic-auth beside token keys.
+    #[arg(long, env = "COUCHGATE_SHARED_IDENTITIES", num_args = 0..=1, default_missing_value = "true")]
+    pub shared_identities: Option<bool>,
 }
 
 /// Where `_changes` rows come from.
@@ -315,6 +335,9 @@ pub struct Config {
     pub changes_source: ChangesSource,
     pub index_snapshot: Option<PathBuf>,
     pub log: String,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub body_read_timeout: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -333,6 +356,9 @@ impl std::fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("tls", &self.tls.is_some())
             .field("changes_source", &self.changes_source)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("body_read_timeout", &self.body_read_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -396,6 +422,7 @@ impl Config {
                 return Err(bad("--couchdb-url must be an http or https URL"));
             }
         }
+        refuse_weak(&a, &jwt_key, &jwt_key_files, &auth)?;
         let database = a.database.unwrap_or_else(|| "couchgate".into());
         crate::routing::validate_db_name(&database)
             .map_err(|e| bad(format!("--database: {}", e.reason())))?;
@@ -408,6 +435,11 @@ impl Config {
         if max_connections == 0 {
             return Err(bad("--max-connections must be at least 1"));
         }
+        let header_read_timeout =
+            positive_secs(a.header_read_timeout_secs, 10, "--header-read-timeout-secs")?;
+        let idle_timeout = positive_secs(a.idle_timeout_secs, 75, "--idle-timeout-secs")?;
+        let body_read_timeout =
+            positive_secs(a.body_read_timeout_secs, 30, "--body-read-timeout-secs")?;
         Ok(Config {
             listen: a
                 .listen
@@ -419,7 +451,7 @@ impl Config {
             jwt_user_claim: a.jwt_user_claim.unwrap_or_else(|| "sub".into()),
             jwt_issuers: list(a.jwt_issuer.as_deref()),
             jwt_audiences: list(a.jwt_audience.as_deref()),
-            jwt_leeway: Duration::from_secs(a.jwt_leeway_secs.unwrap_or(30)),
+            jwt_leeway: secs(a.jwt_leeway_secs, 30),
             auth,
             seq_secret: a.seq_secret,
             allowed_databases: a
@@ -437,14 +469,17 @@ impl Config {
             },
             max_body_bytes: a.max_body_bytes.unwrap_or(64 * 1024 * 1024),
             max_connections,
-            backend_timeout: Duration::from_secs(a.backend_timeout_secs.unwrap_or(60).max(1)),
-            backend_wait: Duration::from_secs(a.backend_wait_secs.unwrap_or(60)),
+            backend_timeout: secs(a.backend_timeout_secs, 60).max(Duration::from_secs(1)),
+            backend_wait: secs(a.backend_wait_secs, 60),
             backend_pool_idle: a.backend_pool_idle.unwrap_or(64),
-            shutdown_timeout: Duration::from_secs(a.shutdown_timeout_secs.unwrap_or(10)),
+            shutdown_timeout: secs(a.shutdown_timeout_secs, 10),
             tls,
             changes_source: a.changes_source.unwrap_or(ChangesSource::Index),
             index_snapshot: a.index_snapshot,
             log: a.log.unwrap_or_else(|| "info".into()),
+            header_read_timeout,
+            idle_timeout,
+            body_read_timeout,
         })
     }
 
@@ -467,6 +502,67 @@ impl Config {
         out.extend_from_slice(self.database.as_bytes());
         out
     }
+}
+
+/// Durations given in seconds are held to this (ten years), so no deadline or clock value
+/// computed from one can overflow.
+const MAX_SECS: u64 = 10 * 365 * 24 * 3600;
+
+/// A duration option in seconds, with its default, held to [`MAX_SECS`].
+fn secs(v: Option<u64>, default: u64) -> Duration {
+    Duration::from_secs(v.unwrap_or(default).min(MAX_SECS))
+}
+
+/// Like [`secs`], for a timeout that must not be zero.
+fn positive_secs(v: Option<u64>, default: u64, flag: &str) -> crate::Result<Duration> {
+    match secs(v, default) {
+        d if d.is_zero() => Err(bad(format!("{flag} must be at least 1"))),
+        d => Ok(d),
+    }
+}
+
+/// Refuses configurations that would run but are unsafe.
+fn refuse_weak(
+    a: &Args,
+    jwt_key: &Option<JwtKey>,
+    jwt_key_files: &[KeyFile],
+    auth: &AuthConfig,
+) -> crate::Result<()> {
+    if matches!(&a.seq_secret, Some(s) if s.len() < 16) {
+        return Err(bad("--seq-secret must be at least 16 bytes long"));
+    }
+    // Sequence tokens are sealed with a key derived from what the instances of a deployment
+    // share; public keys and a URL without a password are known to anyone, and so would be
+    // the key. (Demo mode makes up an HMAC secret later.)
+    let backend_password = a
+        .couchdb_url
+        .as_deref()
+        .and_then(|u| url::Url::parse(u).ok())
+        .is_some_and(|u| u.password().is_some());
+    if a.couchdb_url.is_some() && a.seq_secret.is_none() && jwt_key.is_none() && !backend_password {
+        return Err(bad(
+            "nothing secret is configured to seal sequence tokens with (public token keys and \
+             a backend URL without a password are known to anyone): give --seq-secret, the \
+             same on every instance",
+        ));
+    }
+    if a.cors_credentials == Some(true) && list(a.cors_origins.as_deref()).iter().any(|o| o == "*")
+    {
+        return Err(bad(
+            "--cors-origins '*' with --cors-credentials would let every web site send \
+             requests with its visitors' credentials: list the allowed origins",
+        ));
+    }
+    let tokens = jwt_key.is_some() || !jwt_key_files.is_empty() || !auth.jwks_urls.is_empty();
+    if auth.basic && tokens && a.shared_identities != Some(true) {
+        return Err(bad(
+            "--basic-auth beside token keys puts backend `_users` names and token users in \
+             one namespace: a token naming `alice` reaches the data of the CouchDB user \
+             `alice`. Give --shared-identities when the token issuer names users as `_users` \
+             does, or use only one of them",
+        ));
+    }
+    Ok(())
 }
 
 /// A comma-separated list, trimmed, without empty items.
@@ -526,13 +622,13 @@ fn auth_config(a: &Args) -> crate::Result<AuthConfig> {
     }
     Ok(AuthConfig {
         jwks_urls,
-        jwks_min_refresh: Duration::from_secs(a.jwks_min_refresh_secs.unwrap_or(30)),
+        jwks_min_refresh: secs(a.jwks_min_refresh_secs, 30),
         algorithms,
         roles_claims,
         basic: a.basic_auth.unwrap_or(false),
-        basic_cache: Duration::from_secs(a.basic_auth_cache_secs.unwrap_or(60)),
+        basic_cache: secs(a.basic_auth_cache_secs, 60),
         session_secret: a.session_secret.clone(),
-        session_ttl: Duration::from_secs(a.session_ttl_secs.unwrap_or(600).max(1)),
+        session_ttl: secs(a.session_ttl_secs, 600).max(Duration::from_secs(1)),
         same_site: a.session_same_site.unwrap_or(SameSite::Lax),
         service_role: a.service_role.clone().filter(|r| !r.is_empty()),
         act_as_header,
@@ -627,7 +723,101 @@ mod tests {
         assert!(parse(&["--jwks-url", "https://idp.example/jwks"]).is_ok());
         assert!(parse(&["--jwks-url", "http://127.0.0.1:9/jwks"]).is_ok());
         assert!(parse(&["--act-as-header", "bad header"]).is_err());
-        assert!(parse(&["--couchdb-url", "http://x:5984", "--basic-auth"]).is_ok());
+        assert!(parse(&["--couchdb-url", "http://a:pw@x:5984", "--basic-auth"]).is_ok());
+    }
+
+    #[test]
+    fn weak_configurations_are_refused() {
+        let refused = |args: &[&str], names: &str| {
+            let e = parse(args)
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} was accepted"));
+            assert!(e.reason().contains(names), "{args:?}: {}", e.reason());
+        };
+        let key = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ec256.pub.pem");
+        // Only public material to derive the sequence secret from.
+        refused(
+            &["--couchdb-url", "http://x:5984", "--jwt-public-key", key],
+            "--seq-secret",
+        );
+        refused(
+            &[
+                "--couchdb-url",
+                "http://x:5984",
+                "--jwks-url",
+                "https://idp.example/k",
+            ],
+            "--seq-secret",
+        );
+        refused(
+            &["--couchdb-url", "http://x:5984", "--basic-auth"],
+            "--seq-secret",
+        );
+        for secret in [
+            &["--seq-secret", "0123456789abcdef"][..],
+            &["--jwt-secret", "0123456789abcdef"],
+        ] {
+            let mut args = vec!["--couchdb-url", "http://x:5984", "--jwt-public-key", key];
+            args.extend_from_slice(secret);
+            assert!(parse(&args).is_ok(), "{args:?}");
+        }
+        assert!(parse(&[
+            "--couchdb-url",
+            "http://a:pw@x:5984",
+            "--jwt-public-key",
+            key
+        ])
+        .is_ok());
+        refused(&["--seq-secret", "short"], "--seq-secret");
+        refused(
+            &[
+                "--cors-origins",
+                "https://a.example, *",
+                "--cors-credentials",
+            ],
+            "--cors-credentials",
+        );
+        assert!(parse(&["--cors-origins", "*"]).is_ok());
+        assert!(parse(&["--cors-origins", "https://a.example", "--cors-credentials"]).is_ok());
+        let both = [
+            "--couchdb-url",
+            "http://a:pw@x:5984",
+            "--basic-auth",
+            "--jwt-public-key",
+            key,
+        ];
+        refused(&both, "--shared-identities");
+        let mut shared = both.to_vec();
+        shared.push("--shared-identities");
+        assert!(parse(&shared).is_ok());
+        refused(&["--idle-timeout-secs", "0"], "--idle-timeout-secs");
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        let c = parse(&[
+            "--jwt-leeway-secs",
+            "18446744073709551615",
+            "--session-ttl-secs",
+            "18446744073709551615",
+            "--backend-wait-secs",
+            "18446744073709551615",
+        ])
+        .unwrap();
+        assert_eq!(c.jwt_leeway, Duration::from_secs(MAX_SECS));
+        assert_eq!(c.auth.session_ttl, Duration::from_secs(MAX_SECS));
+        assert!(std::time::Instant::now()
+            .checked_add(c.backend_wait)
+            .is_some());
+        let c = parse(&[]).unwrap();
+        assert_eq!(
+            (c.header_read_timeout, c.idle_timeout, c.body_read_timeout),
+            (
+                Duration::from_secs(10),
+                Duration::from_secs(75),
+                Duration::from_secs(30)
+            )
+        );
     }
 
     #[test]

@@ -38,13 +38,16 @@ pub struct Cors {
 
 impl Cors {
     pub fn new(config: &CorsConfig) -> Cors {
+        let any = config
+            .origins
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|o| o == "*"));
         Cors {
-            any: config
-                .origins
-                .as_ref()
-                .is_some_and(|o| o.iter().any(|o| o == "*")),
+            any,
             origins: config.origins.clone(),
-            credentials: config.credentials,
+            // Any origin with credentials would let every web site act for its visitors; the
+            // configuration refuses it, and it is never served.
+            credentials: config.credentials && !any,
         }
     }
 
@@ -53,12 +56,7 @@ impl Cors {
         let origins = self.origins.as_ref()?;
         let o = origin.to_str().ok()?;
         if self.any {
-            // With credentials a browser refuses `*`: echo the origin, as CouchDB does.
-            return Some(if self.credentials {
-                origin.clone()
-            } else {
-                HeaderValue::from_static("*")
-            });
+            return Some(HeaderValue::from_static("*"));
         }
         origins.iter().any(|a| a == o).then(|| origin.clone())
     }
@@ -175,7 +173,11 @@ mod tests {
         assert_eq!(h["access-control-allow-origin"], "*");
         let mut h = HeaderMap::new();
         cors(&["*"], true).decorate(Some(&HeaderValue::from_static("http://x")), &mut h);
-        assert_eq!(h["access-control-allow-origin"], "http://x");
+        assert_eq!(h["access-control-allow-origin"], "*");
+        assert!(
+            h.get("access-control-allow-credentials").is_none(),
+            "never credentials for any origin"
+        );
         let mut h = HeaderMap::new();
         Cors::new(&CorsConfig::default())
             .decorate(Some(&HeaderValue::from_static("http://x")), &mut h);

@@ -37,6 +37,9 @@ pub enum Error {
     FileExists(String),
     #[error("{0}")]
     TooLarge(String),
+    /// The request body stopped arriving.
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{0}")]
     BadContentType(String),
     #[error("{0}")]
@@ -99,6 +102,7 @@ impl Error {
             | Error::Conflict(_)
             | Error::FileExists(_)
             | Error::TooLarge(_)
+            | Error::RequestTimeout(_)
             | Error::BadContentType(_)
             | Error::NotImplemented(_)
             | Error::TooManyRequests { .. } => Fault::Client,
@@ -125,6 +129,7 @@ impl Error {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::FileExists(_) => StatusCode::PRECONDITION_FAILED,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::BadContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -151,6 +156,7 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::FileExists(_) => "file_exists",
             Error::TooLarge(_) => "too_large",
+            Error::RequestTimeout(_) => "request_timeout",
             Error::BadContentType(_) => "bad_content_type",
             Error::NotImplemented(_) => "not_implemented",
             Error::TooManyRequests { .. } => "too_many_requests",
@@ -228,6 +234,12 @@ mod tests {
             (Error::Conflict(s()), 409, "conflict", Fault::Client),
             (Error::FileExists(s()), 412, "file_exists", Fault::Client),
             (Error::TooLarge(s()), 413, "too_large", Fault::Client),
+            (
+                Error::RequestTimeout(s()),
+                408,
+                "request_timeout",
+                Fault::Client,
+            ),
             (
                 Error::BadContentType(s()),
                 415,

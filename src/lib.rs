@@ -5,7 +5,8 @@
 //! shared backing database, and answers as if the user owned a database of their own.
 //!
 //! Map of the crate, in the order a request meets it:
-//! - [`server`]: accepts connections (TCP or TLS), caps them, shuts down gracefully.
+//! - [`server`]: accepts connections (TCP or TLS), caps them, shuts down gracefully;
+//!   [`conns`]: what each connection is doing, its header-read and idle timeouts, shedding.
 //! - [`proxy`]: the one request entry point, `Proxy::handle`; CORS; errors become responses.
 //! - [`routing`]: pure `method + path -> Route`.
 //! - [`auth`]: credentials (bearer JWTs from static keys or JWKS URLs, session cookies, Basic
@@ -30,6 +31,7 @@ pub mod changes_filter;
 pub mod changes_follower;
 pub mod changes_index;
 pub mod config;
+pub mod conns;
 pub mod cors;
 pub mod devbackend;
 pub mod error;

@@ -88,6 +88,10 @@ async fn main() -> ExitCode {
     let limits = server::Limits {
         max_connections: config.max_connections,
         shutdown_timeout: config.shutdown_timeout,
+        timeouts: couchgate::conns::Timeouts {
+            header_read: config.header_read_timeout,
+            idle: config.idle_timeout,
+        },
     };
     let scheme = if acceptor.is_some() { "https" } else { "http" };
     let proxy = match Proxy::new(config, backend) {

@@ -115,7 +115,10 @@ impl Proxy {
                         HeaderValue::from_static("Bearer realm=\"couchgate\""),
                     );
                 }
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                if matches!(
+                    e.status(),
+                    StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+                ) {
                     // The rest of the body is never read: the connection cannot carry another
                     // request, and the client must not put one on it.
                     r.headers_mut()
@@ -154,7 +157,12 @@ impl Proxy {
         let route = routing::route(req.uri().path())?;
         let peer = req.extensions().get::<ClientAddr>().map(|a| a.0);
         let (parts, body) = req.into_parts();
-        let req = Req::new(parts, body, st.config.max_body_bytes)?;
+        let req = Req::new(
+            parts,
+            body,
+            st.config.max_body_bytes,
+            st.config.body_read_timeout,
+        )?;
         let method = req.method.clone();
 
         match route {

@@ -1,7 +1,9 @@
-//! Accepting connections: TCP or TLS, HTTP/1.1 and h2, a cap on concurrent connections,
-//! bounded TLS handshakes, and graceful shutdown with a deadline.
+//! Accepting connections: TCP or TLS, HTTP/1.1 and h2, a cap on concurrent connections (at
+//! the cap, the connection idle longest is shed to admit a new one), header-read and idle
+//! timeouts ([`crate::conns`]), and graceful shutdown with a deadline.
 
 use crate::auth::ClientAddr;
+use crate::conns::{Conn, InFlight, Registry, Timeouts, Tracked};
 use crate::proxy::Proxy;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -12,18 +14,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
-
-/// Time a client has to complete a TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serving limits.
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_connections: usize,
     pub shutdown_timeout: Duration,
+    /// The TLS handshake counts against the header-read timeout.
+    pub timeouts: Timeouts,
 }
 
 /// Serves `listener` until `shutdown` completes, then lets in-flight requests finish for at
@@ -36,16 +37,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let registry = Registry::default();
     let graceful = GracefulShutdown::new();
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(5);
     loop {
-        // Wait for a free slot before accepting: past the cap, connections queue in the kernel.
-        let permit = tokio::select! {
-            p = Arc::clone(&permits).acquire_owned() => p.expect("the semaphore is never closed"),
-            _ = &mut shutdown => break,
-        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => { backoff = Duration::from_millis(5); x }
@@ -59,25 +56,39 @@ pub async fn run(
             },
             _ = &mut shutdown => break,
         };
+        let permit = match Arc::clone(&permits).try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => tokio::select! {
+                p = admit(&permits, &registry) => p,
+                _ = &mut shutdown => break,
+            },
+        };
         let _ = stream.set_nodelay(true);
+        let registered = registry.open();
         let proxy = proxy.clone();
         let tls = tls.clone();
         let builder = Arc::clone(&builder);
         let watcher = graceful.watcher();
+        let timeouts = limits.timeouts;
         let span = tracing::debug_span!("connection", %peer);
         tokio::spawn(
             async move {
                 let _permit = permit;
-                match tls {
-                    None => serve(&builder, watcher, stream, peer, proxy).await,
-                    Some(acceptor) => {
-                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                            .await
-                        {
-                            Ok(Ok(s)) => serve(&builder, watcher, s, peer, proxy).await,
-                            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                            Err(_) => tracing::debug!("TLS handshake timed out"),
-                        }
+                let conn = Arc::clone(&registered.conn);
+                let stream = Tracked::new(stream, Arc::clone(&conn));
+                let work = async {
+                    match tls {
+                        None => serve(&builder, watcher, stream, peer, proxy, conn).await,
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(s) => serve(&builder, watcher, s, peer, proxy, conn).await,
+                            Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        },
+                    }
+                };
+                tokio::select! {
+                    () = work => {}
+                    why = registered.conn.watchdog(timeouts) => {
+                        tracing::debug!(%why, "connection closed");
                     }
                 }
             }
@@ -94,20 +105,48 @@ pub async fn run(
     }
 }
 
+/// A slot for a connection accepted at the cap: the connection idle longest is closed to make
+/// room. When every connection is busy, the new one waits for a slot, and those after it wait
+/// in the kernel's queue.
+async fn admit(permits: &Arc<Semaphore>, registry: &Registry) -> OwnedSemaphorePermit {
+    loop {
+        if registry.shed_oldest_idle() {
+            tracing::debug!("at the connection cap: closing the connection idle longest");
+            break;
+        }
+        tokio::select! {
+            p = Arc::clone(permits).acquire_owned() => {
+                return p.expect("the semaphore is never closed")
+            }
+            () = registry.became_idle() => {}
+        }
+    }
+    Arc::clone(permits)
+        .acquire_owned()
+        .await
+        .expect("the semaphore is never closed")
+}
+
 async fn serve<S>(
     builder: &auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
     stream: S,
     peer: std::net::SocketAddr,
     proxy: Proxy,
+    conn: Arc<Conn>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        // In service until the answer's body ends.
+        let in_service = conn.begin_request(req.version() == http::Version::HTTP_2);
         // The address failed password checks are counted against.
         req.extensions_mut().insert(ClientAddr(peer.ip()));
         let proxy = proxy.clone();
-        async move { proxy.handle(req).await }
+        async move {
+            let resp = proxy.handle(req).await?;
+            Ok::<_, std::convert::Infallible>(resp.map(|b| InFlight::new(b, in_service)))
+        }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     if let Err(e) = watcher.watch(conn.into_owned()).await {

@@ -148,6 +148,8 @@ async fn every_rejection_reason() {
             "app",
             "--jwt-leeway-secs",
             "5",
+            "--seq-secret",
+            "rejection-reasons-seq-secret",
         ],
     );
     let good = json!({"sub": "ann", "exp": now() + 600, "iss": "https://idp.test/", "aud": "app"});
@@ -348,6 +350,8 @@ async fn jwks_url_key_rotation_and_rate_limited_refresh() {
             "app",
             "--jwks-min-refresh-secs",
             "300",
+            "--seq-secret",
+            "jwks-rotation-seq-secret",
         ],
     );
     let claims = |user: &str| json!({"sub": user, "exp": now() + 600, "iss": "https://idp.test/", "aud": "app"});
@@ -592,6 +596,7 @@ async fn basic_auth_and_password_sessions_against_the_backend_users() {
         &backend,
         &[
             "--basic-auth",
+            "--shared-identities",
             "--auth-failures-per-user",
             "3",
             "--auth-failures-per-address",

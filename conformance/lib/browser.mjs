@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { ROOT, freePort } from './procs.mjs';
+import { PAGE_PORT, ROOT } from './procs.mjs';
 
 export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 
@@ -15,7 +15,7 @@ const PAGE = `<!doctype html>
 export async function startPageServer() {
   const pouchJs = path.join(ROOT, 'node_modules', 'pouchdb', 'dist', 'pouchdb.min.js');
   const js = fs.readFileSync(pouchJs);
-  const port = await freePort();
+  const port = PAGE_PORT;
   const server = http.createServer((req, res) => {
     if (req.url === '/' || req.url.startsWith('/?')) {
       res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' });

@@ -23,6 +23,13 @@ export function freePort() {
   });
 }
 
+/**
+ * The port of scenario 15's page server, chosen once, so that couchgate can name the page's
+ * origin in `--cors-origins` (with credentials, couchgate refuses `*`). An external couchgate
+ * (`--url`) is told it through CONFORMANCE_PAGE_PORT.
+ */
+export const PAGE_PORT = Number(process.env.CONFORMANCE_PAGE_PORT || (await freePort()));
+
 export function makeTempDir(prefix = 'couchgate-conformance-') {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
@@ -101,7 +108,7 @@ export async function startCouchgate({ bin, backendUrl, database, secret, dir, e
       '--couchdb-url', backendUrl,
       '--database', database,
       '--jwt-secret', secret,
-      '--cors-origins', '*',
+      '--cors-origins', `http://127.0.0.1:${PAGE_PORT}`,
       ...extraArgs,
     ];
     fs.appendFileSync(log, `\n=== ${new Date().toISOString()} ${bin} ${args.join(' ').replace(secret, '***')}\n`);

@@ -237,7 +237,7 @@ impl JwtVerifier {
             let iat = iat
                 .as_f64()
                 .ok_or_else(|| unauthorized("token claim `iat` is not a number"))?;
-            if iat > (now + self.leeway) as f64 {
+            if iat > now.saturating_add(self.leeway) as f64 {
                 return Err(unauthorized("token issued in the future (iat)"));
             }
         }

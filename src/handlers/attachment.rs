@@ -69,22 +69,19 @@ pub async fn handle(
             h.insert(header::ACCEPT, http::HeaderValue::from_static("*/*"));
         }
     }
-    let max_body = req.max_body;
-    let (upload, too_large) = if method == Method::PUT {
+    let (upload, cut) = if method == Method::PUT {
         let up = req.upload().await?;
         if let (Some(len), Some(h)) = (up.length, b.headers_mut()) {
             h.insert(header::CONTENT_LENGTH, len.into());
         }
-        (up.body, Some(up.too_large))
+        (up.body, Some(up.cut))
     } else {
         (body::empty(), None)
     };
     let breq = b.body(upload).map_err(|e| Error::Internal(e.to_string()))?;
     let sent = st.backend.send(breq, st.backend.timeout()).await;
-    if too_large.is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed)) {
-        return Err(Error::TooLarge(format!(
-            "the request body is larger than {max_body} bytes"
-        )));
+    if let Some(e) = cut.and_then(|c| c.error()) {
+        return Err(e);
     }
     let resp = sent?;
     let status = resp.status();

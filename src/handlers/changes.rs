@@ -440,9 +440,10 @@ pub async fn handle(
     } else {
         "application/json"
     };
-    let ends_at = expires.map(|exp| {
+    // A credential that expires further out than a clock can count never ends the feed.
+    let ends_at = expires.and_then(|exp| {
         let left = exp.saturating_sub(jsonwebtoken::get_current_timestamp());
-        Instant::now() + Duration::from_secs(left)
+        Instant::now().checked_add(Duration::from_secs(left))
     });
     let st = Arc::clone(st);
     let ns = ns.clone();

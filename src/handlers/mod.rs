@@ -12,7 +12,7 @@ pub mod local;
 pub mod revs_diff;
 pub mod session;
 
-use crate::body::{self, read_json};
+use crate::body::{self, read_json, TimedBody};
 use crate::error::{Error, Result};
 use bytes::Bytes;
 use http::{HeaderMap, Method};
@@ -20,18 +20,25 @@ use hyper::body::Incoming;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-/// A request as handlers see it: method, headers, decoded query and the unread body.
+/// A request as handlers see it: method, headers, decoded query and the unread body (whose
+/// pauses are bounded by `body_timeout`).
 pub struct Req {
     pub method: Method,
     pub headers: HeaderMap,
     pub query: Query,
-    pub body: Incoming,
+    pub body: TimedBody<Incoming>,
     pub max_body: u64,
 }
 
 impl Req {
-    pub fn new(parts: http::request::Parts, body: Incoming, max_body: u64) -> Result<Req> {
+    pub fn new(
+        parts: http::request::Parts,
+        body: Incoming,
+        max_body: u64,
+        body_timeout: Duration,
+    ) -> Result<Req> {
         if let Some(len) = parts
             .headers
             .get(http::header::CONTENT_LENGTH)
@@ -50,7 +57,7 @@ impl Req {
             method: parts.method,
             query: Query::parse(raw_query),
             headers: parts.headers,
-            body,
+            body: TimedBody::new(body, body_timeout),
             max_body,
         })
     }
@@ -67,19 +74,27 @@ impl Req {
 
     /// The body for forwarding as it comes, bounded to the size limit.
     ///
-    /// A body without `Content-Length` is first read up to [`UPLOAD_PREFETCH`] bytes. One that
-    /// ends there (most do) is sent whole, with its length; one over the limit there is
-    /// refused before the backend sees a byte, since a backend may store what it got of an
-    /// upload cut short (PouchDB Server does). A longer one streams on; the returned flag is
-    /// set when the limit cuts it off (the backend then sees a failed upload, the client gets
-    /// 413).
+    /// A body without `Content-Length`, or with one of at most [`UPLOAD_PREFETCH`] bytes, is
+    /// first read up to that size. One that ends there (most do) is sent whole, with its
+    /// length; one over the limit there, or cut short (a stall, a disconnect), is refused
+    /// before the backend sees a byte, since a backend may store what it got of an upload cut
+    /// short (PouchDB Server does). A longer one streams on; [`Upload::cut`] says whether the
+    /// limit (413) or a stall (408) cut it off, and the backend then sees a failed upload.
     pub async fn upload(self) -> Result<Upload> {
         use http_body_util::BodyExt;
         let limit = self.max_body;
-        let too_large = Arc::new(AtomicBool::new(false));
+        let cut = Arc::new(Cut {
+            limit,
+            too_large: AtomicBool::new(false),
+            timed_out: AtomicBool::new(false),
+        });
         let mut body = self.body;
         let mut prefix = bytes::BytesMut::new();
-        if !self.headers.contains_key(http::header::CONTENT_LENGTH) {
+        let announced = self
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if announced.map_or(true, |n| n <= UPLOAD_PREFETCH) {
             let prefetch = UPLOAD_PREFETCH.min(limit.saturating_add(1));
             while (prefix.len() as u64) < prefetch {
                 match body.frame().await {
@@ -88,12 +103,10 @@ impl Req {
                         return Ok(Upload {
                             length: Some(whole.len() as u64),
                             body: body::full(whole),
-                            too_large,
+                            cut,
                         });
                     }
-                    Some(Err(e)) => {
-                        return Err(Error::BadRequest(format!("reading the request body: {e}")))
-                    }
+                    Some(Err(e)) => return Err(body::read_error(&e, limit)),
                     Some(Ok(frame)) => {
                         if let Ok(data) = frame.into_data() {
                             prefix.extend_from_slice(&data);
@@ -108,10 +121,12 @@ impl Req {
             }
         }
         let rest_limit = usize::try_from(limit - prefix.len() as u64).unwrap_or(usize::MAX);
-        let flag = Arc::clone(&too_large);
+        let flag = Arc::clone(&cut);
         let rest = http_body_util::Limited::new(body, rest_limit).map_err(move |e| {
             if e.is::<http_body_util::LengthLimitError>() {
-                flag.store(true, Ordering::Relaxed);
+                flag.too_large.store(true, Ordering::Relaxed);
+            } else if e.is::<body::BodyTimeout>() {
+                flag.timed_out.store(true, Ordering::Relaxed);
             }
             e
         });
@@ -123,7 +138,7 @@ impl Req {
         Ok(Upload {
             body: body::boxed(http_body_util::StreamBody::new(stream)),
             length: None,
-            too_large,
+            cut,
         })
     }
 }
@@ -136,8 +151,34 @@ pub struct Upload {
     pub body: body::Body,
     /// Known when the whole body was read before forwarding.
     pub length: Option<u64>,
-    /// Set when the size limit cut the stream off.
-    pub too_large: Arc<AtomicBool>,
+    /// Whether the stream was cut off, and why.
+    pub cut: Arc<Cut>,
+}
+
+/// Why a streamed upload was cut off, if it was.
+#[derive(Debug)]
+pub struct Cut {
+    limit: u64,
+    too_large: AtomicBool,
+    timed_out: AtomicBool,
+}
+
+impl Cut {
+    /// The client's error when the stream was cut off: 413 or 408.
+    pub fn error(&self) -> Option<Error> {
+        if self.too_large.load(Ordering::Relaxed) {
+            Some(Error::TooLarge(format!(
+                "the request body is larger than {} bytes",
+                self.limit
+            )))
+        } else if self.timed_out.load(Ordering::Relaxed) {
+            Some(Error::RequestTimeout(
+                "the request body stopped arriving".into(),
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 /// A decoded query string.
