@@ -495,9 +495,13 @@ async fn one_users_random_requests_never_reach_another_user() {
         revs: before_backing.values().cloned().collect(),
         digests: vec![digest, "md5-gdyb21LQTcIANtvYMT7QVQ==".into()],
     };
+    // Reads and writes weigh more than the rest.
     let methods = [
         Method::GET,
+        Method::GET,
         Method::PUT,
+        Method::PUT,
+        Method::POST,
         Method::POST,
         Method::DELETE,
         Method::HEAD,
