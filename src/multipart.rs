@@ -19,8 +19,17 @@
 //! [`crate::handlers::offload`]).
 
 use crate::error::{Error, Result};
+use crate::validate::Follows;
 use bytes::Bytes;
 use memchr::memmem;
+
+/// An attachment's data from a multipart body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub name: String,
+    pub content_type: String,
+    pub data: Bytes,
+}
 
 /// A malformed body, with the one reason couchgate gives for the framing.
 fn malformed() -> Error {
@@ -152,40 +161,46 @@ pub fn parse(body: &Bytes, boundary: &str) -> Result<Related> {
     })
 }
 
-/// Matches the parts after the JSON to the attachments whose data follows (name and byte
-/// count, in document order): one part each, in that order, of exactly that length, and named
-/// as that attachment when the part names one.
-pub fn attachments(follows: &[(String, u64)], parts: Vec<Part>) -> Result<Vec<(String, Bytes)>> {
+/// Matches the parts after the JSON to the attachments whose data follows (in document
+/// order): one part each, in that order, of exactly its length, and named as that attachment
+/// when the part names one.
+pub fn attachments(follows: &[Follows], parts: Vec<Part>) -> Result<Vec<Attachment>> {
     if parts.len() > follows.len() {
         return Err(Error::bad_request(
             "multipart/related body has a part that is no attachment with `follows: true`",
         ));
     }
-    if let Some((name, _)) = follows.get(parts.len()) {
+    if let Some(f) = follows.get(parts.len()) {
         return Err(Error::bad_request(format!(
-            "multipart/related body lacks the data of attachment {name}"
+            "multipart/related body lacks the data of attachment {}",
+            f.name
         )));
     }
     follows
         .iter()
         .zip(parts)
-        .map(|((name, len), part)| {
+        .map(|(f, part)| {
             if let Some(given) = part.filename() {
-                if &given != name {
+                if given != f.name {
                     return Err(Error::bad_request(format!(
                         "multipart/related part {given} is not the attachment with \
-                         `follows: true` expected there ({name})"
+                         `follows: true` expected there ({})",
+                        f.name
                     )));
                 }
             }
             let got = part.body.len() as u64;
-            if got > *len {
+            if got > f.length {
                 return Err(Error::bad_request("attachment longer than expected"));
             }
-            if got < *len {
+            if got < f.length {
                 return Err(Error::bad_request("attachment shorter than expected"));
             }
-            Ok((name.clone(), part.body))
+            Ok(Attachment {
+                name: f.name.clone(),
+                content_type: f.content_type.clone(),
+                data: part.body,
+            })
         })
         .collect()
 }
@@ -208,20 +223,21 @@ fn disposition(name: &str) -> String {
 }
 
 /// Builds the body couchgate sends: the JSON document, then each attachment's data in a part
-/// naming it. Answers the content type (with its fresh boundary) and the body.
-pub fn build(doc_json: &[u8], atts: &[(String, Bytes)]) -> (String, Bytes) {
+/// naming it and its type (checked to be header-safe). Answers the content type (with its
+/// fresh boundary) and the body.
+pub fn build(doc_json: &[u8], atts: &[Attachment]) -> (String, Bytes) {
     let boundary = loop {
         let candidate = format!("{:032x}", rand::random::<u128>());
         let delimiter = format!("\r\n--{candidate}");
         let finder = memmem::Finder::new(delimiter.as_bytes());
-        if atts.iter().all(|(_, data)| finder.find(data).is_none()) {
+        if atts.iter().all(|a| finder.find(&a.data).is_none()) {
             break candidate;
         }
     };
     let size = doc_json.len()
         + atts
             .iter()
-            .map(|(name, data)| data.len() + name.len() * 3 + 128)
+            .map(|a| a.data.len() + a.name.len() * 3 + a.content_type.len() + 128)
             .sum::<usize>()
         + 128;
     let mut out = Vec::with_capacity(size);
@@ -229,15 +245,20 @@ pub fn build(doc_json: &[u8], atts: &[(String, Bytes)]) -> (String, Bytes) {
         format!("--{boundary}\r\nContent-Type: application/json\r\n\r\n").as_bytes(),
     );
     out.extend_from_slice(doc_json);
-    for (name, data) in atts {
+    for a in atts {
+        let content_type = if a.content_type.bytes().any(|b| b.is_ascii_control()) {
+            crate::validate::DEFAULT_CONTENT_TYPE
+        } else {
+            &a.content_type
+        };
         out.extend_from_slice(
             format!(
-                "\r\n--{boundary}\r\nContent-Disposition: {}\r\n\r\n",
-                disposition(name)
+                "\r\n--{boundary}\r\nContent-Disposition: {}\r\nContent-Type: {content_type}\r\n\r\n",
+                disposition(&a.name)
             )
             .as_bytes(),
         );
-        out.extend_from_slice(data);
+        out.extend_from_slice(&a.data);
     }
     out.extend_from_slice(format!("\r\n--{boundary}--").as_bytes());
     (
@@ -258,8 +279,13 @@ mod tests {
 
     fn related(raw: &Bytes) -> Result<(Bytes, Vec<(String, Bytes)>)> {
         let r = parse(raw, "abc")?;
-        let follows = [("a.txt".to_owned(), 5)];
-        Ok((r.doc, attachments(&follows, r.rest)?))
+        let follows = [Follows {
+            name: "a.txt".into(),
+            length: 5,
+            content_type: "text/plain".into(),
+        }];
+        let atts = attachments(&follows, r.rest)?;
+        Ok((r.doc, atts.into_iter().map(|a| (a.name, a.data)).collect()))
     }
 
     #[test]
@@ -372,27 +398,29 @@ mod tests {
 
     #[test]
     fn built_bodies_parse_back_to_the_same_parts() {
+        let att = |name: &str, data: &'static [u8]| Attachment {
+            name: name.into(),
+            content_type: "text/plain".into(),
+            data: Bytes::from_static(data),
+        };
         let atts = vec![
-            ("a.txt".to_owned(), Bytes::from_static(b"hello")),
-            (
-                "dir/été \"q\".bin".to_owned(),
-                Bytes::from_static(b"\r\n--\x00\xff"),
-            ),
+            att("a.txt", b"hello"),
+            att("dir/été \"q\".bin", b"\r\n--\x00\xff"),
         ];
         let (ct, raw) = build(br#"{"_id":"p:x"}"#, &atts);
         let b = boundary(&ct).unwrap();
         assert_eq!(b.len(), 32);
         let r = parse(&raw, &b).unwrap();
         assert_eq!(&r.doc[..], br#"{"_id":"p:x"}"#);
-        let back: Vec<(Option<String>, Bytes)> = r
+        let back: Vec<(Option<String>, Option<&str>, Bytes)> = r
             .rest
             .iter()
-            .map(|p| (p.filename(), p.body.clone()))
+            .map(|p| (p.filename(), p.header("content-type"), p.body.clone()))
             .collect();
         assert_eq!(
             back,
             atts.iter()
-                .map(|(n, d)| (Some(n.clone()), d.clone()))
+                .map(|a| (Some(a.name.clone()), Some("text/plain"), a.data.clone()))
                 .collect::<Vec<_>>()
         );
     }
@@ -400,10 +428,15 @@ mod tests {
     #[test]
     fn the_built_boundary_occurs_in_no_data() {
         // Data holding many delimiters still never holds the one chosen.
-        let (ct, raw) = build(b"{}", &[("a".into(), Bytes::from_static(b"x"))]);
+        let att = |data: Bytes| Attachment {
+            name: "a".into(),
+            content_type: "text/plain".into(),
+            data,
+        };
+        let (ct, raw) = build(b"{}", &[att(Bytes::from_static(b"x"))]);
         let b = boundary(&ct).unwrap();
         let data = Bytes::from(format!("\r\n--{b}").repeat(3));
-        let (ct2, raw2) = build(b"{}", &[("a".into(), data.clone())]);
+        let (ct2, raw2) = build(b"{}", &[att(data.clone())]);
         let b2 = boundary(&ct2).unwrap();
         assert_ne!(b, b2);
         assert_eq!(parse(&raw2, &b2).unwrap().rest[0].body, data);

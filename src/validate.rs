@@ -67,10 +67,22 @@ pub fn rev_list_param(text: &str) -> Result<Vec<String>> {
 pub struct Shape {
     /// The document names a revision (`_rev` or `_revisions`).
     pub has_rev: bool,
-    /// The attachments whose data follows in a multipart body: name and byte count, in the
-    /// order the document lists them (the order CouchDB reads their data in).
-    pub follows: Vec<(String, u64)>,
+    /// The attachments whose data follows in a multipart body, in the order the document lists
+    /// them (the order CouchDB reads their data in).
+    pub follows: Vec<Follows>,
 }
+
+/// An attachment whose data follows the JSON part of a multipart body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Follows {
+    pub name: String,
+    /// The bytes its part must have (the encoded length of encoded data).
+    pub length: u64,
+    pub content_type: String,
+}
+
+/// CouchDB's content type of an attachment that names none.
+pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 
 /// Members CouchDB reads and then ignores: never stored, so never forwarded.
 const IGNORED: &[&str] = &[
@@ -124,7 +136,12 @@ pub fn check_doc(doc: &mut Map<String, Value>, multipart: bool) -> Result<Shape>
             }
         }
     }
-    doc.retain(|k, _| !IGNORED.contains(&k.as_str()));
+    // An empty `_attachments` (some entries may have been skipped) is no attachments, which
+    // CouchDB stores as no member at all.
+    doc.retain(|k, v| {
+        !IGNORED.contains(&k.as_str())
+            && !(k == "_attachments" && v.as_object().is_some_and(Map::is_empty))
+    });
     if let Some(rev) = revisions {
         // CouchDB takes the revision from `_revisions` wherever `_rev` stands; the backend
         // must not read `_rev` instead.
@@ -175,15 +192,28 @@ fn check_attachments(v: &mut Value, multipart: bool, shape: &mut Shape) -> Resul
         ));
     };
     atts.retain(|_, att| att.is_object());
-    for (name, att) in atts.iter_mut() {
-        let Value::Object(att) = att else {
-            unreachable!("non-objects were removed above")
-        };
+    let objects = atts
+        .iter_mut()
+        .filter_map(|(name, att)| Some((name, att.as_object_mut()?)));
+    for (name, att) in objects {
         let flag = |k: &str| att.get(k) == Some(&Value::Bool(true));
-        if flag("stub") {
+        let (stub, follows) = (flag("stub"), flag("follows"));
+        if stub {
             continue;
         }
-        if flag("follows") {
+        // The type CouchDB gives (and would serve back as a header): a backend must not store
+        // none, or one no header can carry.
+        let content_type = match att.get("content_type") {
+            None => DEFAULT_CONTENT_TYPE.to_owned(),
+            Some(Value::String(t)) if !t.bytes().any(|b| b.is_ascii_control()) => t.clone(),
+            Some(_) => {
+                return Err(Error::bad_request(format!(
+                    "Invalid attachment content_type for {name}"
+                )))
+            }
+        };
+        att.insert("content_type".into(), Value::String(content_type.clone()));
+        if follows {
             if !multipart {
                 return Err(Error::bad_request(format!(
                     "Attachment {name} says its data follows, which only a multipart/related \
@@ -195,12 +225,16 @@ fn check_attachments(v: &mut Value, multipart: bool, shape: &mut Shape) -> Resul
                 Some(_) => att.get("encoded_length").or_else(|| att.get("length")),
                 None => att.get("length"),
             };
-            let len = len.and_then(Value::as_u64).ok_or_else(|| {
+            let length = len.and_then(Value::as_u64).ok_or_else(|| {
                 Error::bad_request(format!(
                     "Attachment {name} says its data follows but gives no length"
                 ))
             })?;
-            shape.follows.push((name.clone(), len));
+            shape.follows.push(Follows {
+                name: name.clone(),
+                length,
+                content_type,
+            });
             continue;
         }
         let invalid = || Error::bad_request(format!("Invalid attachment data for {name}"));
@@ -440,11 +474,31 @@ mod tests {
             true,
         )
         .unwrap();
+        let follows = |name: &str, length| Follows {
+            name: name.into(),
+            length,
+            content_type: DEFAULT_CONTENT_TYPE.into(),
+        };
+        assert_eq!(shape.follows, vec![follows("f", 3), follows("g", 7)]);
         assert_eq!(
-            shape.follows,
-            vec![("f".to_owned(), 3), ("g".to_owned(), 7)]
+            out["_attachments"]["f"]["content_type"],
+            DEFAULT_CONTENT_TYPE
         );
+        assert_eq!(out["_attachments"]["i"]["content_type"], "text/plain");
+        assert!(out["_attachments"]["s"].get("content_type").is_none());
         assert!(out["_attachments"].get("skipped").is_none());
+        for bad in [json!(5), json!("text/plain\r\nX-Evil: 1")] {
+            let e = refused(json!({"_attachments": {"x": {"data": "", "content_type": bad}}}));
+            assert_eq!(
+                e,
+                (
+                    "bad_request".into(),
+                    "Invalid attachment content_type for x".into()
+                )
+            );
+        }
+        let (only_skipped, _) = checked(json!({"_attachments": {"x": 5}, "v": 1}), false).unwrap();
+        assert_eq!(only_skipped, json!({"v": 1}));
         assert_eq!(out["_attachments"]["i"]["data"], "aGVsbG8=");
 
         assert_eq!(
