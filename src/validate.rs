@@ -139,8 +139,8 @@ pub fn check_doc(doc: &mut Map<String, Value>, multipart: bool) -> Result<Shape>
     // An empty `_attachments` (some entries may have been skipped) is no attachments, which
     // CouchDB stores as no member at all.
     doc.retain(|k, v| {
-        !IGNORED.contains(&k.as_str())
-            && !(k == "_attachments" && v.as_object().is_some_and(Map::is_empty))
+        let no_attachments = k == "_attachments" && v.as_object().is_some_and(Map::is_empty);
+        !(IGNORED.contains(&k.as_str()) || no_attachments)
     });
     if let Some(rev) = revisions {
         // CouchDB takes the revision from `_revisions` wherever `_rev` stands; the backend

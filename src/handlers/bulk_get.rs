@@ -72,10 +72,10 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
         }
         match ns.encode_doc_id(id) {
             Ok(backing) => {
-                let item = match item_for_backend(obj, &backing) {
+                let item = match item_for_backend(obj, id, &backing) {
                     Ok(item) => item,
-                    Err((rev, e)) => {
-                        results.push(Some(error_result(json!(id), rev, &e)));
+                    Err(row) => {
+                        results.push(Some(row));
                         continue;
                     }
                 };
@@ -160,30 +160,28 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
 }
 
 /// The item the backend is asked for: the backing id, and `rev` and `atts_since` checked as
-/// CouchDB checks them (a bad one is the item's error, with the value at fault).
-fn item_for_backend(obj: &Map<String, Value>, backing: &str) -> Result<Value, (Value, Error)> {
+/// CouchDB checks them. A bad one is answered as the item's error row, naming the value at
+/// fault.
+fn item_for_backend(obj: &Map<String, Value>, id: &str, backing: &str) -> Result<Value, Value> {
+    let refuse =
+        |at: &Value, reason: &str| error_result(json!(id), at.clone(), &Error::bad_request(reason));
     let mut item = Map::new();
     item.insert("id".into(), Value::String(backing.to_owned()));
     if let Some(rev) = obj.get("rev") {
-        validate::rev_value(rev).map_err(|e| (rev.clone(), e))?;
+        validate::rev_value(rev).map_err(|e| refuse(rev, &e.reason()))?;
         item.insert("rev".into(), rev.clone());
     }
     match obj.get("atts_since") {
         None | Some(Value::Null) => {}
         Some(Value::Array(revs)) => {
             if let Some(bad) = revs.iter().find(|r| validate::rev_value(r).is_err()) {
-                return Err((bad.clone(), Error::bad_request(validate::INVALID_REV)));
+                return Err(refuse(bad, validate::INVALID_REV));
             }
             if !revs.is_empty() {
                 item.insert("atts_since".into(), Value::Array(revs.clone()));
             }
         }
-        Some(other) => {
-            return Err((
-                other.clone(),
-                Error::bad_request("att_since value must be array of revs."),
-            ))
-        }
+        Some(other) => return Err(refuse(other, "att_since value must be array of revs.")),
     }
     Ok(Value::Object(item))
 }
