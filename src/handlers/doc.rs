@@ -386,6 +386,9 @@ async fn put(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Resp
         )),
     })
     .await?;
+    if let Some(local) = ns.decode_id(backing).filter(|id| id.starts_with("_local/")) {
+        st.registry.note_local(ns, &local).await?;
+    }
     write(st, ns, Method::PUT, backing, &query, body, ct).await
 }
 
@@ -585,6 +588,50 @@ pub fn write_result(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_pass_on_what_couchdb_reads() {
+        let q = |s: &str| ReadQuery::parse(&Query::parse(s));
+        let backend = |s: &str| {
+            let r = q(s).unwrap();
+            r.backend_query(r.open_revs.as_ref())
+        };
+        // Only `true` turns a flag on; other values are ignored, as CouchDB ignores them.
+        assert_eq!(
+            backend("revs=yes&conflicts=true&latest=1"),
+            "?conflicts=true"
+        );
+        // With `latest` and no `open_revs`, CouchDB reads the winner: `rev` is not sent.
+        assert_eq!(backend("rev=1-a&latest=true"), "");
+        assert_eq!(backend("rev=1-a"), "?rev=1-a");
+        assert_eq!(
+            backend("open_revs=all&latest=true&rev=1-a"),
+            "?open_revs=all&latest=true"
+        );
+        assert_eq!(
+            backend("open_revs=%5B%221-a%22%5D"),
+            "?open_revs=%5B%221-a%22%5D"
+        );
+        // An empty `open_revs` list is a plain read.
+        assert_eq!(q("open_revs=[]").unwrap().open_revs, None);
+        assert_eq!(
+            backend("atts_since=%5B%221-a%22%5D"),
+            "?attachments=true&atts_since=%5B%221-a%22%5D"
+        );
+        for (bad, reason) in [
+            ("rev=abc", "Invalid rev format"),
+            ("rev=1-a&rev=abc", "Invalid rev format"),
+            ("open_revs=notjson", "invalid UTF-8 JSON"),
+            ("open_revs={}", "Invalid list of revisions"),
+            ("atts_since=[5]", "Invalid rev format"),
+        ] {
+            assert_eq!(q(bad).unwrap_err().reason(), reason, "{bad}");
+        }
+        assert!(replicated(&Query::parse("new_edits=false")));
+        assert!(replicated(&Query::parse("new_edits=false&new_edits=no")));
+        assert!(!replicated(&Query::parse("new_edits=false&new_edits=true")));
+        assert!(!replicated(&Query::parse("new_edits=0")));
+    }
 
     #[test]
     fn locations_are_escaped_like_couchdb() {
