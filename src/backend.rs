@@ -88,6 +88,8 @@ pub struct Backend {
     db_path: String,
     auth: Option<HeaderValue>,
     timeout: Duration,
+    /// Whether the backend is CouchDB itself; see [`Backend::is_couchdb`].
+    couchdb: std::sync::Arc<std::sync::OnceLock<bool>>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -130,7 +132,21 @@ impl Backend {
             db_path: format!("/{}", encode_component(&config.database)),
             auth,
             timeout: config.backend_timeout,
+            couchdb: Default::default(),
         })
+    }
+
+    /// Whether the backend is CouchDB itself (its welcome says so), learnt from its first
+    /// answer. Other CouchDB-compatible servers (PouchDB Server) get some requests checked
+    /// against the database first; a backend that has not answered yet counts as one of them.
+    pub async fn is_couchdb(&self) -> bool {
+        if let Some(known) = self.couchdb.get() {
+            return *known;
+        }
+        match self.json(Method::GET, &self.server_url("/"), None).await {
+            Ok((_, welcome)) => *self.couchdb.get_or_init(|| welcome["couchdb"] == "Welcome"),
+            Err(_) => false,
+        }
     }
 
     /// The usual deadline for a response head.

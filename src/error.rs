@@ -16,6 +16,9 @@ pub enum Error {
     BadRequest(String),
     #[error("{0}")]
     IllegalDocId(String),
+    /// A document CouchDB's document parser refuses (`Bad special document member`, ...).
+    #[error("{0}")]
+    DocValidation(String),
     /// A view or `_all_docs` query parameter CouchDB cannot use.
     #[error("{0}")]
     QueryParse(String),
@@ -92,6 +95,7 @@ impl Error {
         match self {
             Error::BadRequest(_)
             | Error::IllegalDocId(_)
+            | Error::DocValidation(_)
             | Error::QueryParse(_)
             | Error::IllegalPartition(_)
             | Error::IllegalDatabaseName(_)
@@ -119,6 +123,7 @@ impl Error {
         match self {
             Error::BadRequest(_)
             | Error::IllegalDocId(_)
+            | Error::DocValidation(_)
             | Error::QueryParse(_)
             | Error::IllegalPartition(_)
             | Error::IllegalDatabaseName(_) => StatusCode::BAD_REQUEST,
@@ -146,6 +151,7 @@ impl Error {
         match self {
             Error::BadRequest(_) => "bad_request",
             Error::IllegalDocId(_) => "illegal_docid",
+            Error::DocValidation(_) => "doc_validation",
             Error::QueryParse(_) => "query_parse_error",
             Error::IllegalPartition(_) => "illegal_partition",
             Error::IllegalDatabaseName(_) => "illegal_database_name",
@@ -202,6 +208,12 @@ mod tests {
                 Error::IllegalDocId(s()),
                 400,
                 "illegal_docid",
+                Fault::Client,
+            ),
+            (
+                Error::DocValidation(s()),
+                400,
+                "doc_validation",
                 Fault::Client,
             ),
             (

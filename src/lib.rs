@@ -19,6 +19,8 @@
 //! - [`vdb`]: the life cycle of virtual databases (their metadata documents and epochs).
 //! - [`seq`]: the opaque sequence tokens couchgate hands to clients.
 //! - [`backend`]: the pooled HTTP client towards CouchDB.
+//! - [`validate`]: CouchDB's shape checks of written documents and of revision parameters;
+//!   [`multipart`]: `multipart/related` document bodies, parsed whole and rebuilt.
 //! - [`json`]: JSON parsing with CouchDB's nesting limits (documents nest deeper than serde's default).
 //! - [`error`]: the one error type, mapped to CouchDB's `{"error","reason"}` bodies.
 //! - [`config`]: command line, environment and TOML configuration.
@@ -37,12 +39,14 @@ pub mod devbackend;
 pub mod error;
 pub mod handlers;
 pub mod json;
+pub mod multipart;
 pub mod namespace;
 pub mod proxy;
 pub mod routing;
 pub mod seq;
 pub mod server;
 pub mod tls;
+pub mod validate;
 pub mod vdb;
 
 pub use config::Config;

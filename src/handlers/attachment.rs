@@ -55,6 +55,19 @@ pub async fn handle(
             "an attachment needs a Content-Type".into(),
         ));
     }
+    // CouchDB parses both revisions (`Invalid rev format`); a backend must not read them its way.
+    let if_match = req
+        .headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok());
+    for rev in req
+        .query
+        .get("rev")
+        .into_iter()
+        .chain(if_match.map(|v| v.trim().trim_matches('"')))
+    {
+        crate::validate::check_rev(rev)?;
+    }
     let name_path: Vec<String> = name.split('/').map(encode_component).collect();
     let url = st.backend.db_url(&format!(
         "/{}/{}{}",

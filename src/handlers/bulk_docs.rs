@@ -1,39 +1,24 @@
 //! `POST /{db}/_bulk_docs`: many writes in one request, including replication's
-//! `new_edits: false`. As in CouchDB, a document that is not an object or whose `_id` is not a
-//! string or is reserved fails the whole request before anything is written; conflicts and
-//! other refusals of single documents are rows of the answer.
+//! `new_edits: false`. As in CouchDB, a document that is not an object, whose `_id` is not a
+//! string or is reserved, or that fails CouchDB's document checks ([`crate::validate`]) fails
+//! the whole request before anything is written; conflicts and other refusals of single
+//! documents are rows of the answer.
 
-use super::Req;
-use crate::body::{json_response, Body};
+use super::{offload, Req};
+use crate::body::{self, json_response, Body};
 use crate::error::{Error, Result};
 use crate::namespace::{set_id, Namespace};
 use crate::proxy::State;
+use crate::validate;
 use http::{Method, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
 pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Body>> {
-    let body = req.json().await?;
-    let Value::Object(mut body) = body else {
-        return Err(Error::bad_request("Request body must be a JSON object"));
-    };
-    let docs = match body.remove("docs") {
-        Some(Value::Array(docs)) => docs,
-        Some(_) => return Err(Error::bad_request("`docs` parameter must be an array.")),
-        None => {
-            return Err(Error::bad_request(
-                "POST body must include `docs` parameter.",
-            ))
-        }
-    };
-    let flag = |name: &str| match body.get(name) {
-        None => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(Error::bad_request(format!("`{name}` must be a boolean"))),
-    };
-    let new_edits = flag("new_edits")?.unwrap_or(true);
-    let all_or_nothing = flag("all_or_nothing")?.unwrap_or(false);
-
-    let plan = plan(ns, docs)?;
+    body::require_json_content_type(&req.headers)?;
+    let bytes = req.bytes().await?;
+    let ns_owned = ns.clone();
+    let (plan, new_edits, all_or_nothing) =
+        offload(bytes.len(), move || read(&ns_owned, &bytes)).await?;
     for id in &plan.locals {
         st.registry.note_local(ns, id).await?;
     }
@@ -72,6 +57,33 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
     Ok(json_response(status, &Value::Array(rows)))
 }
 
+/// Parses and checks a request body: the plan, `new_edits` and `all_or_nothing`.
+fn read(ns: &Namespace, bytes: &[u8]) -> Result<(Plan, bool, bool)> {
+    let body = body::parse_json(bytes)?;
+    let Value::Object(mut body) = body else {
+        return Err(Error::bad_request("Request body must be a JSON object"));
+    };
+    let docs = match body.remove("docs") {
+        Some(Value::Array(docs)) => docs,
+        Some(_) => return Err(Error::bad_request("`docs` parameter must be an array.")),
+        None => {
+            return Err(Error::bad_request(
+                "POST body must include `docs` parameter.",
+            ))
+        }
+    };
+    let flag = |name: &str| match body.get(name) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(Error::bad_request(format!("`{name}` must be a boolean"))),
+    };
+    let new_edits = flag("new_edits")?.unwrap_or(true);
+    let all_or_nothing = flag("all_or_nothing")?.unwrap_or(false);
+
+    let plan = plan(ns, docs, new_edits)?;
+    Ok((plan, new_edits, all_or_nothing))
+}
+
 /// The documents to forward, with backing ids.
 #[derive(Debug)]
 struct Plan {
@@ -80,18 +92,23 @@ struct Plan {
     locals: Vec<String>,
 }
 
-/// Checks every document and gives it its backing id; the first bad one fails the request.
-fn plan(ns: &Namespace, docs: Vec<Value>) -> Result<Plan> {
+/// Checks every document, in CouchDB's order, and gives it its backing id; the first bad one
+/// fails the request.
+fn plan(ns: &Namespace, docs: Vec<Value>, new_edits: bool) -> Result<Plan> {
     let mut out = Vec::with_capacity(docs.len());
     let mut locals = Vec::new();
     for doc in docs {
         let Value::Object(mut doc) = doc else {
             return Err(Error::bad_request("Document must be a JSON object"));
         };
+        let shape = validate::check_doc(&mut doc, false)?;
+        if !new_edits {
+            validate::require_rev(shape.has_rev)?;
+        }
+        validate::check_attachment_names(&doc)?;
         let id = match doc.get("_id") {
             Some(Value::String(id)) => id.clone(),
-            Some(_) => return Err(Error::IllegalDocId("Document id must be a string".into())),
-            None => super::db::new_uuid(),
+            _ => super::db::new_uuid(),
         };
         let backing = ns.encode_id(&id)?;
         if id.starts_with("_local/") {
@@ -133,6 +150,7 @@ mod tests {
                 json!({"_id": "_design/x"}),
                 json!({"x": 1}),
             ],
+            true,
         )
         .unwrap();
         assert_eq!(p.docs[0], json!({"_id": "u.d.e:a", "id": "keep me"}));
@@ -150,10 +168,28 @@ mod tests {
             (json!({"_id": 5}), "illegal_docid"),
             (json!({"_id": null}), "illegal_docid"),
             (json!([1]), "bad_request"),
+            (json!({"_foo": 1}), "doc_validation"),
+            (json!({"_revisions": "nope"}), "doc_validation"),
+            (json!({"_attachments": {"x": {"data": 5}}}), "bad_request"),
+            (
+                json!({"_attachments": {"x": {"follows": true, "length": 1}}}),
+                "bad_request",
+            ),
+            (json!({"_attachments": {"_x": {"data": ""}}}), "bad_request"),
         ] {
-            let e = plan(&ns, vec![json!({"_id": "ok"}), bad]).unwrap_err();
-            assert_eq!(e.name(), name);
+            let e = plan(&ns, vec![json!({"_id": "ok"}), bad.clone()], true).unwrap_err();
+            assert_eq!(e.name(), name, "{bad}");
         }
+        // Replicated writes must name their revision.
+        let e = plan(&ns, vec![json!({"_id": "a"})], false).unwrap_err();
+        assert_eq!(e.name(), "bad_request");
+        let p = plan(
+            &ns,
+            vec![json!({"_id": "a", "_revisions": {"start": 2, "ids": ["b", "a"]}})],
+            false,
+        )
+        .unwrap();
+        assert_eq!(p.docs[0]["_rev"], "2-b");
     }
 
     #[test]

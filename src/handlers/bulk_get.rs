@@ -5,15 +5,35 @@ use crate::body::{json_response, Body};
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
 use crate::proxy::State;
+use crate::validate;
 use http::{Method, Response, StatusCode};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
-/// Query parameters passed to the backend as they are.
-const PARAMS: &[&str] = &["revs", "attachments", "latest", "att_encoding_info"];
+/// Boolean query parameters passed on when `true` (CouchDB ignores other values).
+const FLAGS: &[&str] = &["revs", "attachments", "latest", "att_encoding_info"];
+
+/// Parameters CouchDB refuses here: they belong in the items.
+const REFUSED: &[&str] = &["open_revs", "new_edits", "w", "rev", "atts_since"];
 
 pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Body>> {
-    let query = super::doc::forward_query(&req, PARAMS);
+    if let Some((k, _)) = req
+        .query
+        .0
+        .iter()
+        .find(|(k, _)| REFUSED.contains(&k.as_str()))
+    {
+        return Err(Error::bad_request(format!(
+            "\"{k}\" query parameter is not acceptable"
+        )));
+    }
+    let flags: Vec<&str> = FLAGS
+        .iter()
+        .copied()
+        .filter(|flag| req.query.0.iter().any(|(k, v)| k == flag && v == "true"))
+        .collect();
+    let latest = flags.contains(&"latest");
+    let query = crate::backend::query_string(flags.into_iter().map(|f| (f, "true".to_owned())));
     let body = req.json().await?;
     if !body.is_object() {
         return Err(Error::bad_request("Request body must be a JSON object"));
@@ -52,13 +72,18 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
         }
         match ns.encode_doc_id(id) {
             Ok(backing) => {
-                let round = seen.entry(backing.clone()).or_insert(0);
+                let item = match item_for_backend(obj, id, &backing) {
+                    Ok(item) => item,
+                    Err(row) => {
+                        results.push(Some(row));
+                        continue;
+                    }
+                };
+                let round = seen.entry(backing).or_insert(0);
                 if rounds.len() <= *round {
                     rounds.push(Vec::new());
                 }
-                let mut f = obj.clone();
-                f.insert("id".into(), Value::String(backing));
-                rounds[*round].push((slot, Value::Object(f)));
+                rounds[*round].push((slot, item));
                 *round += 1;
                 results.push(None);
             }
@@ -68,6 +93,37 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
                 &e,
             ))),
         }
+    }
+    // Revisions the backend cannot read with `latest` are answered missing here.
+    if latest {
+        let mut ask: Map<String, Value> = Map::new();
+        for (_, item) in rounds.iter().flatten() {
+            if let (Some(id), Some(rev)) = (item["id"].as_str(), item.get("rev")) {
+                let revs = ask.entry(id.to_owned()).or_insert_with(|| json!([]));
+                if let Value::Array(revs) = revs {
+                    revs.push(rev.clone());
+                }
+            }
+        }
+        let unknown = super::unknown_revs(st, ask).await?;
+        for round in &mut rounds {
+            round.retain(|(slot, item)| {
+                let (id, rev) = (item["id"].as_str().unwrap_or(""), item["rev"].as_str());
+                match rev.filter(|r| unknown.contains(&(id.to_owned(), (*r).to_owned()))) {
+                    Some(rev) => {
+                        let client = ns.decode_id(id).map_or(Value::Null, Value::String);
+                        results[*slot] = Some(error_result(
+                            client,
+                            json!(rev),
+                            &Error::not_found("missing"),
+                        ));
+                        false
+                    }
+                    None => true,
+                }
+            });
+        }
+        rounds.retain(|r| !r.is_empty());
     }
     let url = st.backend.db_url(&format!("/_bulk_get{query}"));
     for round in rounds {
@@ -101,6 +157,33 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
         StatusCode::OK,
         &json!({ "results": results }),
     ))
+}
+
+/// The item the backend is asked for: the backing id, and `rev` and `atts_since` checked as
+/// CouchDB checks them. A bad one is answered as the item's error row, naming the value at
+/// fault.
+fn item_for_backend(obj: &Map<String, Value>, id: &str, backing: &str) -> Result<Value, Value> {
+    let refuse =
+        |at: &Value, reason: &str| error_result(json!(id), at.clone(), &Error::bad_request(reason));
+    let mut item = Map::new();
+    item.insert("id".into(), Value::String(backing.to_owned()));
+    if let Some(rev) = obj.get("rev") {
+        validate::rev_value(rev).map_err(|e| refuse(rev, &e.reason()))?;
+        item.insert("rev".into(), rev.clone());
+    }
+    match obj.get("atts_since") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(revs)) => {
+            if let Some(bad) = revs.iter().find(|r| validate::rev_value(r).is_err()) {
+                return Err(refuse(bad, validate::INVALID_REV));
+            }
+            if !revs.is_empty() {
+                item.insert("atts_since".into(), Value::Array(revs.clone()));
+            }
+        }
+        Some(other) => return Err(refuse(other, "att_since value must be array of revs.")),
+    }
+    Ok(Value::Object(item))
 }
 
 /// A result row answered without the backend.

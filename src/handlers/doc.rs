@@ -4,34 +4,115 @@
 //! The backend is always asked for JSON, so `open_revs` and `attachments=true` answer JSON
 //! (inline base64 attachments), which PouchDB and CouchDB's replicator both read.
 
-use super::{copy_headers, Req};
+use super::{copy_headers, offload, Query, Req};
 use crate::backend::{backend_error, encode_component, encode_doc_id, parse_json, query_string};
 use crate::body::{self, json_response, Body};
 use crate::error::{Error, Result};
+use crate::multipart;
 use crate::namespace::{set_id, Namespace};
 use crate::proxy::State;
+use crate::validate::{self, check_rev, rev_list_param};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use serde_json::{Map, Value};
 
-/// Query parameters of `GET /{db}/{docid}` passed to the backend as they are.
-const GET_PARAMS: &[&str] = &[
-    "rev",
+/// Boolean parameters of a document read. CouchDB acts on `true` and ignores any other value,
+/// so only `true` is passed on (PouchDB Server reads any value as true).
+const READ_FLAGS: &[&str] = &[
     "revs",
     "revs_info",
-    "open_revs",
-    "latest",
     "conflicts",
     "deleted_conflicts",
     "attachments",
-    "atts_since",
     "local_seq",
     "meta",
     "att_encoding_info",
 ];
 
-/// Query parameters of writes passed to the backend as they are.
+/// Query parameters of writes passed to the backend (with CouchDB's meaning of their values).
 const WRITE_PARAMS: &[&str] = &["rev", "new_edits", "batch"];
+
+/// The revisions of a read, from `open_revs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum OpenRevs {
+    All,
+    List(Vec<String>),
+}
+
+/// A document read's parameters, checked as CouchDB's `parse_doc_query` checks them: every
+/// `rev`, `open_revs` and `atts_since` must parse (on writes too), and the last one counts.
+#[derive(Debug, Default)]
+struct ReadQuery {
+    /// The flags that are on.
+    flags: Vec<&'static str>,
+    rev: Option<String>,
+    /// `open_revs`; an empty list is none (CouchDB then reads the document as usual).
+    open_revs: Option<OpenRevs>,
+    atts_since: Option<Vec<String>>,
+    latest: bool,
+}
+
+impl ReadQuery {
+    fn parse(q: &Query) -> Result<ReadQuery> {
+        let mut r = ReadQuery::default();
+        for (k, v) in &q.0 {
+            match k.as_str() {
+                "rev" => {
+                    check_rev(v)?;
+                    r.rev = Some(v.clone());
+                }
+                "open_revs" if v == "all" => r.open_revs = Some(OpenRevs::All),
+                "open_revs" => {
+                    let list = rev_list_param(v)?;
+                    r.open_revs = (!list.is_empty()).then_some(OpenRevs::List(list));
+                }
+                "atts_since" => r.atts_since = Some(rev_list_param(v)?),
+                "latest" => r.latest |= v == "true",
+                k => {
+                    if let Some(flag) = READ_FLAGS.iter().find(|f| **f == k) {
+                        if v == "true" && !r.flags.contains(flag) {
+                            r.flags.push(flag);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(r)
+    }
+
+    /// The backend query for these parameters, with `open_revs` as given.
+    fn backend_query(&self, open_revs: Option<&OpenRevs>) -> String {
+        let mut q: Vec<(&str, String)> = self.flags.iter().map(|f| (*f, "true".into())).collect();
+        if let Some(since) = &self.atts_since {
+            // CouchDB includes attachments whenever `atts_since` is given.
+            if !self.flags.contains(&"attachments") {
+                q.push(("attachments", "true".into()));
+            }
+            q.push(("atts_since", Value::from(since.clone()).to_string()));
+        }
+        match open_revs {
+            Some(OpenRevs::All) => q.push(("open_revs", "all".into())),
+            Some(OpenRevs::List(revs)) => {
+                q.push(("open_revs", Value::from(revs.clone()).to_string()))
+            }
+            // With `latest`, CouchDB reads the winning revision whatever `rev` says.
+            None if self.latest => {}
+            None => q.extend(self.rev.clone().map(|r| ("rev", r))),
+        }
+        if open_revs.is_some() && self.latest {
+            q.push(("latest", "true".into()));
+        }
+        query_string(q)
+    }
+}
+
+/// `new_edits=false`: the last of `true` and `false` counts, other values are ignored.
+fn replicated(q: &Query) -> bool {
+    q.0.iter()
+        .rev()
+        .find(|(k, v)| k == "new_edits" && (v == "true" || v == "false"))
+        .is_some_and(|(_, v)| v == "false")
+}
 
 pub async fn handle(st: &State, ns: &Namespace, id: &str, req: Req) -> Result<Response<Body>> {
     let backing = match ns.encode_id(id) {
@@ -67,6 +148,9 @@ fn explicit_rev(req: &Req) -> Result<Option<String>> {
         .get(header::IF_MATCH)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().trim_matches('"').to_owned());
+    for rev in req.query.get("rev").into_iter().chain(etag.as_deref()) {
+        check_rev(rev)?;
+    }
     match (req.query.get("rev"), etag) {
         (Some(q), Some(e)) if q != e => Err(Error::bad_request(
             "Document rev and etag have different values.",
@@ -79,14 +163,15 @@ fn explicit_rev(req: &Req) -> Result<Option<String>> {
 /// The query string of a write: the parameters passed on, with the explicit revision.
 fn write_query(req: &Req, allowed: &[&str]) -> Result<String> {
     let rev = explicit_rev(req)?;
-    Ok(query_string(
-        req.query
-            .0
-            .iter()
-            .filter(|(k, _)| k != "rev" && allowed.contains(&k.as_str()))
-            .map(|(k, v)| (k.as_str(), v.clone()))
-            .chain(rev.map(|r| ("rev", r))),
-    ))
+    let mut q: Vec<(&str, String)> = Vec::new();
+    if allowed.contains(&"new_edits") && replicated(&req.query) {
+        q.push(("new_edits", "false".into()));
+    }
+    if allowed.contains(&"batch") && req.query.get("batch") == Some("ok") {
+        q.push(("batch", "ok".into()));
+    }
+    q.extend(rev.map(|r| ("rev", r)));
+    Ok(query_string(q))
 }
 
 /// `COPY /{db}/{docid}` with `Destination: {id}[?rev={rev}]`: the document (at `rev` if given)
@@ -105,6 +190,9 @@ async fn copy(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Res
     let dest_rev = super::Query::parse(dest_query)
         .get("rev")
         .map(str::to_owned);
+    for rev in req.query.get("rev").into_iter().chain(dest_rev.as_deref()) {
+        check_rev(rev)?;
+    }
     let dest_backing = ns.encode_id(&dest_id)?;
     if dest_id.starts_with("_local/") {
         st.registry.note_local(ns, &dest_id).await?;
@@ -165,10 +253,32 @@ pub fn forward_query(req: &Req, allowed: &[&str]) -> String {
 }
 
 async fn get(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Response<Body>> {
+    let q = ReadQuery::parse(&req.query)?;
+    let mut open_revs = q.open_revs.clone();
+    // Revisions the backend cannot read with `latest` are answered missing here.
+    let mut missing = Vec::new();
+    if let (Some(OpenRevs::List(revs)), true) = (&open_revs, q.latest) {
+        let mut ask = Map::new();
+        ask.insert(backing.to_owned(), Value::from(revs.clone()));
+        let unknown = super::unknown_revs(st, ask).await?;
+        let (gone, known): (Vec<String>, Vec<String>) = revs
+            .iter()
+            .cloned()
+            .partition(|r| unknown.contains(&(backing.to_owned(), r.clone())));
+        missing = gone;
+        if known.is_empty() {
+            let rows: Vec<Value> = missing
+                .iter()
+                .map(|r| serde_json::json!({"missing": r}))
+                .collect();
+            return Ok(json_response(StatusCode::OK, &Value::Array(rows)));
+        }
+        open_revs = Some(OpenRevs::List(known));
+    }
     let url = st.backend.db_url(&format!(
         "/{}{}",
         encode_doc_id(backing),
-        forward_query(&req, GET_PARAMS)
+        q.backend_query(open_revs.as_ref())
     ));
     let mut b = st
         .backend
@@ -199,11 +309,12 @@ async fn get(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Resp
     }
     match &mut value {
         Value::Array(results) => {
-            for r in results {
+            for r in results.iter_mut() {
                 if let Some(doc) = r.get_mut("ok") {
                     strip_doc(st, ns, doc)?;
                 }
             }
+            results.extend(missing.iter().map(|r| serde_json::json!({"missing": r})));
         }
         doc => strip_doc(st, ns, doc)?,
     }
@@ -249,47 +360,99 @@ fn content_type(headers: &HeaderMap) -> String {
 }
 
 async fn put(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Response<Body>> {
-    let ct = content_type(&req.headers);
+    // CouchDB parses a write's read parameters too, and refuses it when they are malformed.
+    ReadQuery::parse(&req.query)?;
     let query = write_query(&req, WRITE_PARAMS)?;
-    let (body, ct) = if ct.to_ascii_lowercase().starts_with("multipart/related") {
-        let raw_ct = req.headers.get(header::CONTENT_TYPE).cloned();
-        // The boundary is case-sensitive: it is read from the header as sent.
-        let boundary = multipart_boundary(&ct)
-            .ok_or_else(|| Error::bad_request("multipart/related without a boundary"))?;
-        let bytes = req.bytes().await?;
-        let rewritten = rewrite_multipart_doc(&bytes, &boundary, |doc| {
-            set_id(doc, backing.to_owned());
-            Ok(())
-        })?;
-        (
-            rewritten,
-            raw_ct.unwrap_or(HeaderValue::from_static("multipart/related")),
-        )
-    } else {
-        // CouchDB reads any other body as JSON, whatever its content type (`curl -d` sends
-        // a form type).
-        let bytes = req.bytes().await?;
-        let mut doc = parse_doc(&bytes)?;
-        set_id(&mut doc, backing.to_owned());
-        (
-            Bytes::from(serde_json::to_vec(&doc)?),
-            HeaderValue::from_static("application/json"),
-        )
+    let doc = DocWrite {
+        backing: backing.to_owned(),
+        replicated: replicated(&req.query),
+        rev_outside: explicit_rev(&req)?.is_some(),
     };
+    let ct = content_type(&req.headers);
+    // The boundary is case-sensitive: it is read from the header as sent.
+    let boundary = ct
+        .to_ascii_lowercase()
+        .starts_with("multipart/related")
+        .then(|| multipart::boundary(&ct))
+        .transpose()?;
+    let bytes = req.bytes().await?;
+    // CouchDB reads any body but a multipart one as JSON, whatever its content type (`curl -d`
+    // sends a form type).
+    let (body, ct) = offload(bytes.len(), move || match boundary {
+        Some(boundary) => doc.multipart(&bytes, &boundary),
+        None => Ok((
+            Bytes::from(serde_json::to_vec(&doc.json(&bytes, false)?.0)?),
+            HeaderValue::from_static("application/json"),
+        )),
+    })
+    .await?;
+    if let Some(local) = ns.decode_id(backing).filter(|id| id.starts_with("_local/")) {
+        st.registry.note_local(ns, &local).await?;
+    }
     write(st, ns, Method::PUT, backing, &query, body, ct).await
+}
+
+/// A document body written by `PUT /{db}/{docid}`, and what the request says about it.
+struct DocWrite {
+    backing: String,
+    /// `new_edits=false`.
+    replicated: bool,
+    /// The request names the revision outside the body (`rev`, `If-Match`).
+    rev_outside: bool,
+}
+
+impl DocWrite {
+    /// Parses and checks the JSON document (`multipart`: the JSON part of a multipart body)
+    /// and gives it its backing id.
+    fn json(&self, bytes: &[u8], multipart: bool) -> Result<(Map<String, Value>, validate::Shape)> {
+        let mut doc = parse_doc(bytes)?;
+        let shape = validate::check_doc(&mut doc, multipart)?;
+        validate::check_attachment_names(&doc)?;
+        if self.replicated {
+            validate::require_rev(shape.has_rev || self.rev_outside)?;
+        }
+        set_id(&mut doc, self.backing.clone());
+        Ok((doc, shape))
+    }
+
+    /// Parses a whole `multipart/related` body and builds the one the backend gets (plain JSON
+    /// when no attachment data follows).
+    fn multipart(&self, raw: &Bytes, boundary: &str) -> Result<(Bytes, HeaderValue)> {
+        let related = multipart::parse(raw, boundary)?;
+        let (doc, shape) = self.json(&related.doc, true)?;
+        let atts = multipart::attachments(&shape.follows, related.rest)?;
+        let json = serde_json::to_vec(&doc)?;
+        if atts.is_empty() {
+            return Ok((
+                Bytes::from(json),
+                HeaderValue::from_static("application/json"),
+            ));
+        }
+        let (ct, body) = multipart::build(&json, &atts);
+        let ct = HeaderValue::from_str(&ct).expect("a multipart type with a hex boundary");
+        Ok((body, ct))
+    }
 }
 
 /// `POST /{db}`: a new document, id from the body or generated.
 pub async fn post(st: &State, ns: &Namespace, req: Req) -> Result<Response<Body>> {
-    let query = forward_query(&req, &["batch"]);
-    let value = req.json().await?;
-    let Value::Object(mut doc) = value else {
-        return Err(Error::bad_request("Document must be a JSON object"));
+    let query = if req.query.get("batch") == Some("ok") {
+        "?batch=ok"
+    } else {
+        ""
     };
+    body::require_json_content_type(&req.headers)?;
+    let bytes = req.bytes().await?;
+    let mut doc = offload(bytes.len(), move || {
+        let mut doc = parse_doc(&bytes)?;
+        validate::check_doc(&mut doc, false)?;
+        validate::check_attachment_names(&doc)?;
+        Ok(doc)
+    })
+    .await?;
     let id = match doc.get("_id") {
         Some(Value::String(id)) => id.clone(),
-        Some(_) => return Err(Error::IllegalDocId("Document id must be a string".into())),
-        None => super::db::new_uuid(),
+        _ => super::db::new_uuid(),
     };
     let backing = ns.encode_id(&id)?;
     if id.starts_with("_local/") {
@@ -302,7 +465,7 @@ pub async fn post(st: &State, ns: &Namespace, req: Req) -> Result<Response<Body>
         ns,
         Method::PUT,
         &backing,
-        &query,
+        query,
         body,
         HeaderValue::from_static("application/json"),
     )
@@ -422,66 +585,52 @@ pub fn write_result(
     Ok(r)
 }
 
-/// The boundary parameter of a multipart content type.
-pub fn multipart_boundary(content_type: &str) -> Option<String> {
-    content_type.split(';').skip(1).find_map(|p| {
-        let (k, v) = p.trim().split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case("boundary")
-            .then(|| v.trim().trim_matches('"').to_owned())
-    })
-}
-
-/// Rewrites the JSON document that is the first part of a `multipart/related` body, keeping
-/// every other byte (the attachment parts) as it is.
-pub fn rewrite_multipart_doc(
-    body: &[u8],
-    boundary: &str,
-    edit: impl FnOnce(&mut Map<String, Value>) -> Result<()>,
-) -> Result<Bytes> {
-    let bad = || Error::bad_request("malformed multipart/related body");
-    let delim = format!("--{boundary}");
-    let start = find(body, delim.as_bytes()).ok_or_else(bad)?;
-    let after_delim = start + delim.len();
-    let headers_end = find(&body[after_delim..], b"\r\n\r\n").ok_or_else(bad)? + after_delim + 4;
-    let next = format!("\r\n--{boundary}");
-    let json_end = find(&body[headers_end..], next.as_bytes()).ok_or_else(bad)? + headers_end;
-    let mut doc = parse_doc(&body[headers_end..json_end])?;
-    edit(&mut doc)?;
-    let mut out = Vec::with_capacity(body.len() + 256);
-    out.extend_from_slice(&body[..headers_end]);
-    serde_json::to_writer(&mut out, &doc)?;
-    out.extend_from_slice(&body[json_end..]);
-    Ok(Bytes::from(out))
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn multipart_document_is_rewritten_and_the_rest_kept() {
-        let body = b"--abc\r\nContent-Type: application/json\r\n\r\n{\"_id\":\"x\",\"_id\":\"y\",\"a\":1}\r\n--abc\r\nContent-Disposition: attachment; filename=\"f\"\r\n\r\n\x00\x01\r\n--abc--";
-        let out = rewrite_multipart_doc(body, "abc", |d| {
-            d.insert("_id".into(), "p:x".into());
-            Ok(())
-        })
-        .unwrap();
-        let text = String::from_utf8_lossy(&out);
-        assert!(
-            text.contains("{\"_id\":\"p:x\",\"a\":1}\r\n--abc\r\n"),
-            "{text}"
-        );
-        assert!(out.ends_with(b"\x00\x01\r\n--abc--"));
+    fn reads_pass_on_what_couchdb_reads() {
+        let q = |s: &str| ReadQuery::parse(&Query::parse(s));
+        let backend = |s: &str| {
+            let r = q(s).unwrap();
+            r.backend_query(r.open_revs.as_ref())
+        };
+        // Only `true` turns a flag on; other values are ignored, as CouchDB ignores them.
         assert_eq!(
-            multipart_boundary("multipart/related; boundary=\"abc\""),
-            Some("abc".into())
+            backend("revs=yes&conflicts=true&latest=1"),
+            "?conflicts=true"
         );
-        assert!(rewrite_multipart_doc(b"garbage", "abc", |_| Ok(())).is_err());
+        // With `latest` and no `open_revs`, CouchDB reads the winner: `rev` is not sent.
+        assert_eq!(backend("rev=1-a&latest=true"), "");
+        assert_eq!(backend("rev=1-a"), "?rev=1-a");
+        assert_eq!(
+            backend("open_revs=all&latest=true&rev=1-a"),
+            "?open_revs=all&latest=true"
+        );
+        assert_eq!(
+            backend("open_revs=%5B%221-a%22%5D"),
+            "?open_revs=%5B%221-a%22%5D"
+        );
+        // An empty `open_revs` list is a plain read.
+        assert_eq!(q("open_revs=[]").unwrap().open_revs, None);
+        assert_eq!(
+            backend("atts_since=%5B%221-a%22%5D"),
+            "?attachments=true&atts_since=%5B%221-a%22%5D"
+        );
+        for (bad, reason) in [
+            ("rev=abc", "Invalid rev format"),
+            ("rev=1-a&rev=abc", "Invalid rev format"),
+            ("open_revs=notjson", "invalid UTF-8 JSON"),
+            ("open_revs={}", "Invalid list of revisions"),
+            ("atts_since=[5]", "Invalid rev format"),
+        ] {
+            assert_eq!(q(bad).unwrap_err().reason(), reason, "{bad}");
+        }
+        assert!(replicated(&Query::parse("new_edits=false")));
+        assert!(replicated(&Query::parse("new_edits=false&new_edits=no")));
+        assert!(!replicated(&Query::parse("new_edits=false&new_edits=true")));
+        assert!(!replicated(&Query::parse("new_edits=0")));
     }
 
     #[test]

@@ -6,13 +6,11 @@ use crate::body::Body;
 use crate::error::Result;
 use crate::namespace::Namespace;
 use crate::proxy::State;
-use http::{Method, Response};
+use http::Response;
 
 pub async fn handle(st: &State, ns: &Namespace, id: &str, req: Req) -> Result<Response<Body>> {
-    if req.method == Method::PUT {
-        st.registry.note_local(ns, id).await?;
-    }
     // `_local` documents behave as documents without revision history; the document handler
-    // serves them (COPY included), with the local id encoding chosen by `Namespace::encode_id`.
+    // serves them (COPY included), with the local id encoding chosen by `Namespace::encode_id`,
+    // and records each one it writes (once its body has passed the checks).
     super::doc::handle(st, ns, id, req).await
 }

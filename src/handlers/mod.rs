@@ -14,10 +14,12 @@ pub mod session;
 
 use crate::body::{self, read_json, TimedBody};
 use crate::error::{Error, Result};
+use crate::proxy::State;
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 use hyper::body::Incoming;
-use serde_json::Value;
+use serde_json::{Map, Value};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -273,6 +275,55 @@ pub fn doc_flags(
     .filter(|(_, on)| *on)
     .map(|(name, _)| (name, "true".to_owned()))
     .collect()
+}
+
+/// Request bodies of at least this many bytes are parsed, checked and rebuilt on the blocking
+/// pool: that work is linear, but on a large body it would still hold a runtime thread (and
+/// every connection waiting on it) for milliseconds.
+pub const OFFLOAD_BYTES: usize = 256 * 1024;
+
+/// Runs `f`, pure work over a request body of `len` bytes, on the blocking pool when the body
+/// is large, else right here.
+pub async fn offload<T, F>(len: usize, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    if len < OFFLOAD_BYTES {
+        return f();
+    }
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("parsing a request body failed: {e}")))?
+}
+
+/// The `(backing id, revision)` pairs among `revs` (revisions per backing id) that the
+/// documents' revision trees lack. Asked before a `latest=true` read of given revisions:
+/// PouchDB Server's process dies on such a read of a revision its tree lacks, taking every
+/// user down. CouchDB answers those reads itself, so it is not asked (the set is empty).
+pub async fn unknown_revs(
+    st: &State,
+    revs: Map<String, Value>,
+) -> Result<HashSet<(String, String)>> {
+    if revs.is_empty() || st.backend.is_couchdb().await {
+        return Ok(HashSet::new());
+    }
+    let url = st.backend.db_url("/_revs_diff");
+    let (_, answer) = st
+        .backend
+        .json(Method::POST, &url, Some(&Value::Object(revs)))
+        .await?;
+    let mut unknown = HashSet::new();
+    if let Value::Object(ids) = answer {
+        for (id, diff) in ids {
+            for rev in diff["missing"].as_array().into_iter().flatten() {
+                if let Some(rev) = rev.as_str() {
+                    unknown.insert((id.clone(), rev.to_owned()));
+                }
+            }
+        }
+    }
+    Ok(unknown)
 }
 
 /// Copies the named headers from a backend response onto ours.

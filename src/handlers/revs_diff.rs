@@ -30,6 +30,7 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req, form: Form) -> Result<
                 "revisions of `{id}` must be an array"
             )));
         }
+        crate::validate::rev_list(&revs)?;
         match ns.encode_doc_id(&id) {
             Ok(backing) => {
                 forward.insert(backing, revs);

@@ -96,16 +96,13 @@ pub const ALL: &[Known] = &[
     pouchdb("", "status: couchgate 415", "PouchDB Server takes bodies without a JSON content type; CouchDB answers 415"),
     pouchdb(
         "",
-        "status: couchgate 502, direct 500",
-        "PouchDB Server fails (500) on these inputs, which couchgate reports as 502; CouchDB refuses them with 400 (checking them before forwarding is issue 10)",
-    ),
-    pouchdb(
-        "",
         "changes[0].rev",
         "PouchDB Server lists a document's leaves in `style=all_docs` by generation; couchgate lists the winner first, as CouchDB does",
     ),
     pouchdb("all_docs/get-", "body.rows", PDB_OMEGA),
     pouchdb("all_docs/post-no-keys", "body.rows", PDB_OMEGA),
+    pouchdb("read/bad-rev", "", "PouchDB Server reads a malformed `rev` as a missing revision (404); CouchDB refuses it with 400"),
+    pouchdb("read/bad-bool", "", "PouchDB Server reads any value of a boolean parameter as `true`; CouchDB only `true`"),
     pouchdb("changes/limit-0", "", "PouchDB Server turns `limit=0` into 1; CouchDB sends no rows"),
     pouchdb("bulk_get/", "", "PouchDB Server's `_bulk_get` leaves out or merges items (missing ids, `_local` ids, repeated ids) that CouchDB answers one by one"),
     pouchdb("local/attachment-get", "", "PouchDB Server answers 404 where CouchDB refuses attachments of `_local` documents with 400"),
