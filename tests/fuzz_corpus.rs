@@ -42,3 +42,8 @@ fn json_rewrite_corpus() {
 fn seq_tokens_corpus() {
     replay("seq_tokens", properties::seq_tokens);
 }
+
+#[test]
+fn multipart_corpus() {
+    replay("multipart", properties::multipart);
+}

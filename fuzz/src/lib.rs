@@ -129,3 +129,42 @@ pub fn seq_tokens(data: &[u8]) {
     let opened = codec.open(&codec.seal(&seq)).expect("a sealed token opens");
     assert_eq!(opened.backend, seq);
 }
+
+/// Fields: boundary, body. A body either is refused or is rebuilt into one that parses back to
+/// exactly the checked document (with couchgate's id) and the same attachments, in order, and
+/// no further part: nothing of the client's framing reaches the backend.
+pub fn multipart(data: &[u8]) {
+    use couchgate::multipart;
+    use couchgate::validate;
+    let Some(at) = data.iter().position(|b| *b == 0xff) else {
+        return;
+    };
+    let Ok(boundary) = std::str::from_utf8(&data[..at]) else {
+        return;
+    };
+    let Ok(boundary) = multipart::boundary(&format!("multipart/related; boundary=\"{boundary}\""))
+    else {
+        return;
+    };
+    let body = bytes::Bytes::copy_from_slice(&data[at + 1..]);
+    let Ok(related) = multipart::parse(&body, &boundary) else {
+        return;
+    };
+    let Ok(Value::Object(mut doc)) = couchgate::json::parse(&related.doc) else {
+        return;
+    };
+    let Ok(shape) = validate::check_doc(&mut doc, true) else {
+        return;
+    };
+    let Ok(atts) = multipart::attachments(&shape.follows, related.rest) else {
+        return;
+    };
+    set_id(&mut doc, "fuzzer.db.fuzzfuzzfuzzfuzz:doc".into());
+    let json = serde_json::to_vec(&doc).expect("a document serialises");
+    let (content_type, built) = multipart::build(&json, &atts);
+    let again = multipart::parse(&built, &multipart::boundary(&content_type).expect("own type"))
+        .expect("the rebuilt body parses");
+    assert_eq!(again.doc.as_ref(), json.as_slice());
+    let again_atts = multipart::attachments(&shape.follows, again.rest).expect("same parts");
+    assert_eq!(again_atts, atts);
+}
