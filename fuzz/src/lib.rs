@@ -162,8 +162,11 @@ pub fn multipart(data: &[u8]) {
     set_id(&mut doc, "fuzzer.db.fuzzfuzzfuzzfuzz:doc".into());
     let json = serde_json::to_vec(&doc).expect("a document serialises");
     let (content_type, built) = multipart::build(&json, &atts);
-    let again = multipart::parse(&built, &multipart::boundary(&content_type).expect("own type"))
-        .expect("the rebuilt body parses");
+    let again = multipart::parse(
+        &built,
+        &multipart::boundary(&content_type).expect("own type"),
+    )
+    .expect("the rebuilt body parses");
     assert_eq!(again.doc.as_ref(), json.as_slice());
     let again_atts = multipart::attachments(&shape.follows, again.rest).expect("same parts");
     assert_eq!(again_atts, atts);
