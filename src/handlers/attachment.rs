@@ -68,6 +68,7 @@ pub async fn handle(
     {
         crate::validate::check_rev(rev)?;
     }
+    let rev = req.query.get("rev").map(str::to_owned);
     let name_path: Vec<String> = name.split('/').map(encode_component).collect();
     let url = st.backend.db_url(&format!(
         "/{}/{}{}",
@@ -116,6 +117,11 @@ pub async fn handle(
         .read(resp.into_body(), st.backend.timeout())
         .await?;
     if !status.is_success() {
+        if method == Method::DELETE && (status.as_u16() == 400 || status.as_u16() == 500) {
+            // PouchDB Server fails (500 `bad_request`) on deleting an attachment of a document
+            // that has none; CouchDB answers 404 for that.
+            missing_attachment(st, &backing, name, rev.as_deref()).await?;
+        }
         let value = parse_json(&bytes).unwrap_or_else(|_| serde_json::json!({}));
         return Err(ns.client_error(backend_error(status, &value), &backing));
     }
@@ -128,4 +134,26 @@ pub async fn handle(
         parse_json(&bytes)?,
         Some(name),
     )
+}
+
+/// CouchDB's 404 when the document (at `rev`, else its winner) has no attachment `name`.
+async fn missing_attachment(
+    st: &State,
+    backing: &str,
+    name: &str,
+    rev: Option<&str>,
+) -> Result<()> {
+    let query = crate::backend::query_string(rev.map(|r| ("rev", r.to_owned())));
+    let url = st
+        .backend
+        .db_url(&format!("/{}{query}", encode_doc_id(backing)));
+    let (status, doc) = st
+        .backend
+        .json_any_status(Method::GET, &url, None, st.backend.timeout())
+        .await?;
+    let has = status.is_success() && doc["_attachments"].get(name).is_some();
+    if has {
+        return Ok(());
+    }
+    Err(Error::not_found("Document is missing attachment"))
 }

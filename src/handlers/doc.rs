@@ -343,6 +343,15 @@ pub fn strip_doc(st: &State, ns: &Namespace, doc: &mut Value) -> Result<()> {
     Ok(())
 }
 
+/// The `_rev` of a checked `_local` document body (set from `_revisions` too) must be one
+/// CouchDB reads.
+fn check_local_body_rev(doc: &Map<String, Value>) -> Result<()> {
+    match doc.get("_rev").and_then(Value::as_str) {
+        Some(rev) => validate::check_local_rev(rev),
+        None => Ok(()),
+    }
+}
+
 /// Parses a JSON document body, which must be an object.
 pub fn parse_doc(bytes: &[u8]) -> Result<Map<String, Value>> {
     match body::parse_json(bytes)? {
@@ -363,10 +372,14 @@ async fn put(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Resp
     // CouchDB parses a write's read parameters too, and refuses it when they are malformed.
     ReadQuery::parse(&req.query)?;
     let query = write_query(&req, WRITE_PARAMS)?;
+    let rev_outside = explicit_rev(&req)?;
+    if let (Some(rev), true) = (&rev_outside, backing.starts_with("_local/")) {
+        validate::check_local_rev(rev)?;
+    }
     let doc = DocWrite {
         backing: backing.to_owned(),
         replicated: replicated(&req.query),
-        rev_outside: explicit_rev(&req)?.is_some(),
+        rev_outside: rev_outside.is_some(),
     };
     let ct = content_type(&req.headers);
     // The boundary is case-sensitive: it is read from the header as sent.
@@ -408,6 +421,9 @@ impl DocWrite {
         let mut doc = parse_doc(bytes)?;
         let shape = validate::check_doc(&mut doc, multipart)?;
         validate::check_attachment_names(&doc)?;
+        if self.backing.starts_with("_local/") {
+            check_local_body_rev(&doc)?;
+        }
         if self.replicated {
             validate::require_rev(shape.has_rev || self.rev_outside)?;
         }
@@ -456,6 +472,7 @@ pub async fn post(st: &State, ns: &Namespace, req: Req) -> Result<Response<Body>
     };
     let backing = ns.encode_id(&id)?;
     if id.starts_with("_local/") {
+        check_local_body_rev(&doc)?;
         st.registry.note_local(ns, &id).await?;
     }
     set_id(&mut doc, backing.clone());

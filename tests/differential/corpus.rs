@@ -447,6 +447,11 @@ fn attachments(v: &mut Vec<Step>) {
     v.push(delete("att/delete", "/att/j.json?rev=${rev:att}"));
     v.push(delete("att/delete-no-rev", "/att/hello.txt"));
     v.push(delete("att/delete-missing", "/att/none.txt?rev=${rev:att}"));
+    v.push(delete("att/delete-missing-no-atts", "/b/none.txt"));
+    v.push(delete(
+        "att/delete-missing-no-atts-rev",
+        "/b/none.txt?rev=${rev:b}",
+    ));
     v.push(put("att/stub-keep", "/att").json_text(
         r#"{"_rev":"${rev:att}","_attachments":{"hello.txt":{"stub":true}},"kept":"stub"}"#,
     ));
@@ -877,6 +882,20 @@ fn local_docs(v: &mut Vec<Step>) {
             .json_text(r#"{"_rev":"${rev:_local/ckpt}","v":3}"#),
     );
     v.push(put("local/put-bad-rev", "/_local/ckpt").json(json!({"_rev": "0-99", "v": 4})));
+    v.push(
+        put(
+            "local/rev-not-local-query",
+            "/_local/r1?rev=2-bf88bfd823b8b1cd7f667b4b00f32a3d",
+        )
+        .json(json!({"v": 1})),
+    );
+    v.push(put("local/rev-not-local-body", "/_local/r2").json(json!({"_rev": "0-x", "v": 1})));
+    v.push(
+        put("local/rev-not-local-revisions", "/_local/r3").json(json!({
+            "_revisions": {"start": 2, "ids": ["a", "b"]}, "v": 1,
+        })),
+    );
+    v.push(post("local/rev-not-local-post", "").json(json!({"_id": "_local/r4", "_rev": "2-abc"})));
     v.push(put("local/put-encoded-slash", "/_local%2Fenc").json(json!({"v": 1})));
     v.push(get("local/get-encoded-slash", "/_local%2Fenc"));
     v.push(put("local/id-with-slash", "/_local/a%2Fb").json(json!({"v": 1})));

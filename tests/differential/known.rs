@@ -47,6 +47,7 @@ pub const ALL: &[Known] = &[
     both("bulk_get/id-not-string", "", COUCHDB_500),
     both("bulk_get/docs-not-list", "", COUCHDB_500),
     both("revs_diff/not-list", "", COUCHDB_500),
+    both("local/rev-not-local-", "", COUCHDB_500),
     both(
         "form/long-",
         "",
@@ -115,6 +116,7 @@ pub const ALL: &[Known] = &[
     pouchdb("db/delete-again", "", "PouchDB Server answers 200 to deleting a database that is gone; CouchDB 404"),
     pouchdb("db/compact-ddoc", "", "PouchDB Server does not know `_compact/{ddoc}`"),
     pouchdb("write/put-new-edits-false", "", "PouchDB Server answers a `new_edits=false` PUT with `[]`; couchgate with CouchDB's `{\"ok\", \"id\"}`"),
+    pouchdb("att/delete-missing-no-atts", "", "PouchDB Server fails (500) on deleting an attachment of a document that has none; CouchDB answers 404"),
     pouchdb("db/view-cleanup", "", "PouchDB Server answers `_view_cleanup` with 200; CouchDB 202"),
 ];
 
