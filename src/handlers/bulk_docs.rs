@@ -21,14 +21,20 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
     let (mut plan, new_edits, all_or_nothing) =
         offload(bytes.len(), move || read(&ns_owned, &bytes)).await?;
     let verdicts = stubs::resolve(st, ns, &mut plan.docs, !new_edits, None).await?;
-    let (docs, refused) = split(ns, plan.docs, verdicts);
-    if all_or_nothing {
-        if let Some(e) = refused.into_iter().next().map(|r| r.error) {
-            return Err(e);
-        }
-        return forward(st, ns, docs, new_edits, true, &plan.locals, Vec::new()).await;
+    let (docs, mut refused) = split(ns, plan.docs, verdicts);
+    if all_or_nothing && !refused.is_empty() {
+        return Err(refused.remove(0).error);
     }
-    forward(st, ns, docs, new_edits, false, &plan.locals, refused).await
+    forward(
+        st,
+        ns,
+        docs,
+        new_edits,
+        all_or_nothing,
+        &plan.locals,
+        refused,
+    )
+    .await
 }
 
 /// A document refused before the backend saw it.
@@ -275,6 +281,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.docs[0]["_rev"], "2-b");
+    }
+
+    #[test]
+    fn refused_rows_keep_their_places() {
+        let row = |n: u64| json!({ "n": n });
+        assert_eq!(
+            merge_rows(
+                &[0, 2],
+                vec![row(0), row(2)],
+                vec![(1, row(1)), (3, row(3))]
+            ),
+            [row(0), row(1), row(2), row(3)]
+        );
+        // CouchDB answers no rows for replicated successes: the refusals follow.
+        assert_eq!(merge_rows(&[0, 2], vec![], vec![(1, row(1))]), [row(1)]);
     }
 
     #[test]
