@@ -87,9 +87,7 @@ fn bench(c: &mut Criterion) {
     let who = rt
         .block_on(auth.verify_token(&token(Algorithm::HS256, 0)))
         .expect("valid");
-    let cookie = auth
-        .sessions()
-        .open(&who, jsonwebtoken::get_current_timestamp());
+    let cookie = rt.block_on(auth.open_session(&who, jsonwebtoken::get_current_timestamp()));
     let cookie = cookie.expect("cookie");
     let pair = cookie.split(';').next().expect("name=value").to_owned();
     let h = headers(http::header::COOKIE, pair);

@@ -38,6 +38,9 @@ pub enum Error {
     Conflict(String),
     #[error("{0}")]
     FileExists(String),
+    /// An attachment stub that names no attachment of the revision it builds on.
+    #[error("{0}")]
+    MissingStub(String),
     #[error("{0}")]
     TooLarge(String),
     /// The request body stopped arriving.
@@ -105,6 +108,7 @@ impl Error {
             | Error::MethodNotAllowed(_)
             | Error::Conflict(_)
             | Error::FileExists(_)
+            | Error::MissingStub(_)
             | Error::TooLarge(_)
             | Error::RequestTimeout(_)
             | Error::BadContentType(_)
@@ -132,7 +136,7 @@ impl Error {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::Conflict(_) => StatusCode::CONFLICT,
-            Error::FileExists(_) => StatusCode::PRECONDITION_FAILED,
+            Error::FileExists(_) | Error::MissingStub(_) => StatusCode::PRECONDITION_FAILED,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::BadContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -161,6 +165,7 @@ impl Error {
             Error::MethodNotAllowed(_) => "method_not_allowed",
             Error::Conflict(_) => "conflict",
             Error::FileExists(_) => "file_exists",
+            Error::MissingStub(_) => "missing_stub",
             Error::TooLarge(_) => "too_large",
             Error::RequestTimeout(_) => "request_timeout",
             Error::BadContentType(_) => "bad_content_type",
@@ -245,6 +250,7 @@ mod tests {
             ),
             (Error::Conflict(s()), 409, "conflict", Fault::Client),
             (Error::FileExists(s()), 412, "file_exists", Fault::Client),
+            (Error::MissingStub(s()), 412, "missing_stub", Fault::Client),
             (Error::TooLarge(s()), 413, "too_large", Fault::Client),
             (
                 Error::RequestTimeout(s()),

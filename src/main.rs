@@ -102,6 +102,7 @@ async fn main() -> ExitCode {
         }
     };
     tracing::info!(%addr, config = ?proxy.state.config, "couchgate started");
+    proxy.state.registry.resume_cleanup();
     println!("couchgate listening on {scheme}://{addr}");
     if let Some(secret) = demo_secret {
         match devbackend::demo_token(&secret) {

@@ -2,15 +2,30 @@
 //!
 //! Each (user, virtual db) has one metadata document in the backing database,
 //! `couchgate:db.{enc(user)}.{enc(db)}` (see [`crate::namespace::meta_id`]), holding the *epoch*
-//! of its current incarnation. The epoch is part of every backing id of that incarnation, so
-//! `DELETE /{db}` followed by `PUT /{db}` starts from an empty namespace at once: nothing the old
-//! incarnation wrote, tombstones and `_changes` rows included, can be seen through the new one.
-//! The old incarnation's documents are then removed from the backing database in the background
-//! (`_purge` where the backend has it, otherwise deletion of every leaf revision).
+//! of its current incarnation, if it exists, and the epochs of deleted incarnations whose
+//! documents are still to be removed (`dropped`). The epoch is part of every backing id of that
+//! incarnation, so `DELETE /{db}` followed by `PUT /{db}` starts from an empty namespace at
+//! once: nothing the old incarnation wrote, tombstones and `_changes` rows included, can be seen
+//! through the new one.
 //!
-//! Backends cannot list `_local` documents portably, so each namespace keeps the list of its
-//! `_local` ids in one more local document, `_local/{partition}` (see [`Registry::note_local`]);
-//! deletion removes every listed one.
+//! # Deletion
+//! `DELETE /{db}` is one write of the metadata document: the epoch moves to `dropped`. From
+//! then on the incarnation is invisible, and its removal from the backing database is
+//! retry-safe: a background task ([`Registry::delete`]) removes every backing document of the
+//! namespace and then the epoch from `dropped`. When couchgate stops before that is done, the
+//! next start ([`Registry::resume_cleanup`]) or the next `PUT`/`DELETE` of the same database
+//! finishes it. Removal means:
+//! - `_local` documents: found by listing (`_local_docs` over the namespace's key range) where
+//!   the backend has it (CouchDB), and from the namespace's recorded list of `_local` ids
+//!   (`_local/{partition}`, see [`Registry::note_local`]); each is deleted, which removes a
+//!   `_local` document entirely, and the list last;
+//! - every other document, live or deleted, every leaf revision: found in the backing
+//!   `_changes` feed (paged; filtered to the namespace by the backend where it can, CouchDB's
+//!   `_selector`; no document body is read, so none can stop the cleanup), then purged
+//!   (`_purge`, CouchDB) or, where the backend has no purge (PouchDB Server), each leaf
+//!   overwritten by a body-less tombstone and the database compacted, so no body of the
+//!   namespace's documents, tombstones included, remains: only body-less tombstones of its
+//!   ids.
 //!
 //! Lookups are cached for [`CACHE_TTL`]. Another couchgate instance that deletes and re-creates
 //! the same virtual database is therefore seen up to that long later; writes in that window land
@@ -18,11 +33,11 @@
 
 use crate::backend::{encode_doc_id, query_string, Backend};
 use crate::error::{Error, Result};
-use crate::namespace::{meta_id, Namespace};
+use crate::namespace::{meta_id, Namespace, META_PARTITION};
 use dashmap::DashMap;
 use http::{Method, StatusCode};
 use rand::Rng;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,8 +46,70 @@ use std::time::{Duration, Instant};
 pub const CACHE_TTL: Duration = Duration::from_secs(5);
 /// Most cached lookups; past this the cache is emptied.
 const CACHE_MAX: usize = 100_000;
-/// Documents removed per backend request when a virtual database is deleted.
+/// Rows read per backend request when a virtual database is deleted.
 const CLEANUP_PAGE: usize = 500;
+/// Documents purged per request (CouchDB's default `max_document_id_number`).
+const PURGE_BATCH: usize = 100;
+/// A cleanup's reads of the feed may take this many times the usual backend deadline.
+const CLEANUP_TIMEOUT_FACTOR: u32 = 6;
+/// Attempts at an update of a database record that others update at the same time.
+const META_RETRIES: usize = 5;
+
+/// What a metadata document says.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Meta {
+    rev: Option<String>,
+    /// The current incarnation, if the database exists.
+    epoch: Option<String>,
+    /// Deleted incarnations whose documents may still be in the backing database.
+    dropped: Vec<String>,
+}
+
+impl Meta {
+    fn of(doc: &Value) -> Meta {
+        Meta {
+            rev: doc["_rev"].as_str().map(String::from),
+            epoch: doc["epoch"].as_str().map(String::from),
+            dropped: doc["dropped"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect(),
+        }
+    }
+
+    fn doc(&self, user: &str, db: &str) -> Value {
+        let mut doc = json!({"type": "couchgate.database", "user": user, "db": db});
+        if let Some(rev) = &self.rev {
+            doc["_rev"] = json!(rev);
+        }
+        if let Some(epoch) = &self.epoch {
+            doc["epoch"] = json!(epoch);
+        }
+        if !self.dropped.is_empty() {
+            doc["dropped"] = json!(self.dropped);
+        }
+        doc
+    }
+}
+
+/// A feed row's document id and every leaf revision.
+fn leaves_of(row: Value) -> Option<(String, Vec<String>)> {
+    let id = row["id"].as_str()?.to_owned();
+    let revs: Vec<String> = row["changes"]
+        .as_array()?
+        .iter()
+        .filter_map(|c| c["rev"].as_str().map(String::from))
+        .collect();
+    (!revs.is_empty()).then_some((id, revs))
+}
+
+/// Whether `id` is a (non-`_local`) backing id of `ns`.
+fn in_namespace(ns: &Namespace, id: &str) -> bool {
+    id.starts_with(&ns.start_key())
+}
 
 #[derive(Debug)]
 pub struct Registry {
@@ -40,6 +117,8 @@ pub struct Registry {
     cache: DashMap<(String, String), (Namespace, Instant)>,
     /// `_local` ids known to be listed in their namespace's local-id list (see `note_local`).
     locals: DashMap<String, HashSet<String>>,
+    /// Databases whose cleanup runs here, and whether it must run once more.
+    cleaning: DashMap<(String, String), bool>,
 }
 
 fn new_epoch() -> String {
@@ -56,6 +135,7 @@ impl Registry {
             backend,
             cache: DashMap::new(),
             locals: DashMap::new(),
+            cleaning: DashMap::new(),
         }
     }
 
@@ -84,11 +164,12 @@ impl Registry {
             self.cache.remove(&key);
             return Ok(None);
         };
-        let epoch = meta
-            .get("epoch")
-            .and_then(Value::as_str)
-            .ok_or_else(|| Error::BadGateway("a virtual database record has no epoch".into()))?;
-        let ns = Namespace::new(user, db, epoch);
+        // A record without an epoch: the database was deleted, its cleanup is not done.
+        let Some(epoch) = Meta::of(&meta).epoch else {
+            self.cache.remove(&key);
+            return Ok(None);
+        };
+        let ns = Namespace::new(user, db, &epoch);
         if self.cache.len() >= CACHE_MAX {
             self.cache.clear();
         }
@@ -104,28 +185,28 @@ impl Registry {
     }
 
     /// Creates `user`'s `db`; 412 `file_exists` when it exists.
-    pub async fn create(&self, user: &str, db: &str) -> Result<Namespace> {
-        if self.read_meta(user, db).await?.is_some() {
-            return Err(Error::FileExists(
-                "The database could not be created, the file already exists.".into(),
-            ));
+    pub async fn create(self: &Arc<Self>, user: &str, db: &str) -> Result<Namespace> {
+        let exists = || {
+            Error::FileExists("The database could not be created, the file already exists.".into())
+        };
+        let current = self.read_meta(user, db).await?;
+        let current = current.as_ref().map(Meta::of).unwrap_or_default();
+        if current.epoch.is_some() {
+            return Err(exists());
         }
         let epoch = new_epoch();
-        let doc = json!({
-            "type": "couchgate.database",
-            "user": user,
-            "db": db,
-            "epoch": epoch,
-        });
-        let url = self.backend.db_url(&Self::meta_url(user, db));
-        match self.backend.json(Method::PUT, &url, Some(&doc)).await {
-            Ok(_) => {}
-            Err(e) if e.status() == StatusCode::CONFLICT => {
-                return Err(Error::FileExists(
-                    "The database could not be created, the file already exists.".into(),
-                ))
-            }
+        let next = Meta {
+            epoch: Some(epoch.clone()),
+            ..current
+        };
+        match self.write_meta(user, db, &next).await {
+            Ok(()) => {}
+            Err(e) if e.status() == StatusCode::CONFLICT => return Err(exists()),
             Err(e) => return Err(e),
+        }
+        if !next.dropped.is_empty() {
+            // An earlier incarnation's cleanup did not finish.
+            self.clean(user, db);
         }
         let ns = Namespace::new(user, db, &epoch);
         self.cache.insert(
@@ -135,40 +216,189 @@ impl Registry {
         Ok(ns)
     }
 
-    /// Deletes `user`'s `db`: the namespace disappears at once, its documents leave the
-    /// backing database in the background.
-    /// Returns the namespace that was removed.
+    /// Deletes `user`'s `db`: the namespace disappears at once (its epoch moves to the
+    /// record's `dropped` list in one write), its documents leave the backing database in the
+    /// background. Returns the namespace that was removed.
     pub async fn delete(self: &Arc<Self>, user: &str, db: &str) -> Result<Namespace> {
-        let meta = self
-            .read_meta(user, db)
-            .await?
-            .ok_or_else(|| Error::not_found("Database does not exist."))?;
-        let rev = meta.get("_rev").and_then(Value::as_str).unwrap_or("");
-        let epoch = meta.get("epoch").and_then(Value::as_str).unwrap_or("");
-        let url = self.backend.db_url(&format!(
-            "{}{}",
-            Self::meta_url(user, db),
-            query_string([("rev", rev.to_owned())])
-        ));
-        self.backend.json(Method::DELETE, &url, None).await?;
-        self.cache.remove(&(user.to_owned(), db.to_owned()));
-        let old = Namespace::new(user, db, epoch);
+        let missing = || Error::not_found("Database does not exist.");
+        for _ in 0..META_RETRIES {
+            let meta = self.read_meta(user, db).await?.ok_or_else(missing)?;
+            let mut meta = Meta::of(&meta);
+            let epoch = meta.epoch.take().ok_or_else(missing)?;
+            meta.dropped.push(epoch.clone());
+            match self.write_meta(user, db, &meta).await {
+                Ok(()) => {}
+                Err(e) if e.status() == StatusCode::CONFLICT => continue,
+                Err(e) => return Err(e),
+            }
+            self.cache.remove(&(user.to_owned(), db.to_owned()));
+            self.clean(user, db);
+            return Ok(Namespace::new(user, db, &epoch));
+        }
+        Err(Error::Conflict(
+            "too many concurrent updates of the database record".into(),
+        ))
+    }
+
+    /// Writes a metadata document (over the revision it was read at).
+    async fn write_meta(&self, user: &str, db: &str, meta: &Meta) -> Result<()> {
+        let url = self.backend.db_url(&Self::meta_url(user, db));
+        self.backend
+            .json(Method::PUT, &url, Some(&meta.doc(user, db)))
+            .await
+            .map(|_| ())
+    }
+
+    /// Finds the databases whose deletion did not finish (couchgate stopped first) and finishes
+    /// it, one database after the other, in the background. Inside a tokio runtime.
+    pub fn resume_cleanup(self: &Arc<Self>) {
         let this = Arc::clone(self);
-        let removed = old.clone();
         tokio::spawn(async move {
-            match this.remove_namespace(&removed).await {
-                Ok(n) => tracing::info!(
-                    removed = n,
-                    "removed a deleted virtual database's documents"
-                ),
+            match this.unfinished().await {
+                Ok(pending) => {
+                    for (user, db) in pending {
+                        if this.claim(&user, &db) {
+                            this.run_cleanup(user, db).await;
+                        }
+                    }
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cleaning up a deleted virtual database failed; its documents stay invisible")
+                    tracing::warn!(error = %e.reason(), "cannot list unfinished database deletions")
                 }
             }
         });
-        Ok(old)
     }
 
+    /// The (user, db) of every metadata document with dropped epochs, read page by page.
+    async fn unfinished(&self) -> Result<Vec<(String, String)>> {
+        let mut pending = Vec::new();
+        let end = format!("{META_PARTITION}:db/");
+        let mut start = format!("{META_PARTITION}:db.");
+        loop {
+            let q = query_string([
+                ("startkey", json!(start).to_string()),
+                ("endkey", json!(end).to_string()),
+                ("inclusive_end", "false".into()),
+                ("include_docs", "true".into()),
+                ("limit", CLEANUP_PAGE.to_string()),
+            ]);
+            let url = self.backend.db_url(&format!("/_all_docs{q}"));
+            let (_, page) = self.backend.json(Method::GET, &url, None).await?;
+            let rows = page["rows"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+            for doc in rows.iter().map(|r| &r["doc"]) {
+                if let (Some(user), Some(db)) = (doc["user"].as_str(), doc["db"].as_str()) {
+                    if !Meta::of(doc).dropped.is_empty() {
+                        pending.push((user.to_owned(), db.to_owned()));
+                    }
+                }
+            }
+            match rows.last().and_then(|r| r["id"].as_str()) {
+                Some(last) if rows.len() == CLEANUP_PAGE => start = format!("{last}\u{0}"),
+                _ => return Ok(pending),
+            }
+        }
+    }
+
+    /// Makes sure a cleanup of `user`'s `db` runs: starts one, or tells the running one to
+    /// look at the record once more when it is done.
+    fn clean(self: &Arc<Self>, user: &str, db: &str) {
+        if !self.claim(user, db) {
+            return;
+        }
+        let this = Arc::clone(self);
+        let (user, db) = (user.to_owned(), db.to_owned());
+        tokio::spawn(async move { this.run_cleanup(user, db).await });
+    }
+
+    /// Whether the caller is to run the cleanup of `user`'s `db`: `false` when one is running,
+    /// which is then asked to run once more.
+    fn claim(&self, user: &str, db: &str) -> bool {
+        use dashmap::mapref::entry::Entry;
+        match self.cleaning.entry((user.to_owned(), db.to_owned())) {
+            Entry::Occupied(mut again) => {
+                *again.get_mut() = true;
+                false
+            }
+            Entry::Vacant(v) => {
+                v.insert(false);
+                true
+            }
+        }
+    }
+
+    /// Cleans up `user`'s `db` (claimed by [`claim`](Self::claim)) until nobody asks for
+    /// another round. A failure is logged; the next start or deletion resumes the work.
+    async fn run_cleanup(&self, user: String, db: String) {
+        let key = (user, db);
+        loop {
+            if let Some(mut again) = self.cleaning.get_mut(&key) {
+                *again = false;
+            }
+            match self.clean_dropped(&key.0, &key.1).await {
+                Ok(0) => {}
+                Ok(removed) => {
+                    tracing::info!(removed, "removed a deleted virtual database's documents")
+                }
+                Err(e) => tracing::warn!(
+                    error = %e.reason(),
+                    "cleaning up a deleted virtual database failed; its documents stay \
+                     invisible, and the next start or deletion resumes the cleanup"
+                ),
+            }
+            if self.cleaning.remove_if(&key, |_, again| !*again).is_some() {
+                return;
+            }
+        }
+    }
+
+    /// Removes the namespaces of every dropped epoch of `user`'s `db`, each one's epoch from
+    /// the record once it is gone, and the record itself once nothing is left of the database.
+    async fn clean_dropped(&self, user: &str, db: &str) -> Result<usize> {
+        let mut removed = 0;
+        loop {
+            let Some(doc) = self.read_meta(user, db).await? else {
+                return Ok(removed);
+            };
+            let meta = Meta::of(&doc);
+            let Some(epoch) = meta.dropped.first().cloned() else {
+                if meta.epoch.is_none() {
+                    let url = self.backend.db_url(&format!(
+                        "{}{}",
+                        Self::meta_url(user, db),
+                        query_string([("rev", meta.rev.unwrap_or_default())])
+                    ));
+                    match self.backend.json(Method::DELETE, &url, None).await {
+                        // Re-created meanwhile: the record stays.
+                        Err(e) if e.status() != StatusCode::CONFLICT => return Err(e),
+                        _ => {}
+                    }
+                }
+                return Ok(removed);
+            };
+            removed += self
+                .remove_namespace(&Namespace::new(user, db, &epoch))
+                .await?;
+            self.undrop(user, db, &epoch).await?;
+        }
+    }
+
+    /// Takes `epoch` off the record's `dropped` list.
+    async fn undrop(&self, user: &str, db: &str, epoch: &str) -> Result<()> {
+        for _ in 0..META_RETRIES {
+            let Some(doc) = self.read_meta(user, db).await? else {
+                return Ok(());
+            };
+            let mut meta = Meta::of(&doc);
+            meta.dropped.retain(|e| e != epoch);
+            match self.write_meta(user, db, &meta).await {
+                Err(e) if e.status() == StatusCode::CONFLICT => continue,
+                other => return other,
+            }
+        }
+        Err(Error::Conflict(
+            "too many concurrent updates of the database record".into(),
+        ))
+    }
     fn local_list_url(&self, ns: &Namespace) -> String {
         self.backend.db_url(&format!(
             "/{}",
@@ -219,113 +449,223 @@ impl Registry {
         ))
     }
 
-    /// Removes the namespace's `_local` documents and their list; returns how many.
+    /// Removes every document of a namespace from the backing database (see the module
+    /// documentation); returns how many.
+    async fn remove_namespace(&self, ns: &Namespace) -> Result<usize> {
+        let locals = self.remove_locals(ns).await?;
+        let docs = self.remove_docs(ns).await?;
+        // The list goes last: until then, a resumed cleanup still finds what it names.
+        self.remove_local(&format!("_local/{}", ns.partition()), None)
+            .await?;
+        Ok(locals + docs)
+    }
+
+    /// Removes the namespace's `_local` documents: those the backend lists in the namespace's
+    /// range, where it can, and those recorded in its list. Returns how many.
     async fn remove_locals(&self, ns: &Namespace) -> Result<usize> {
         self.locals.remove(ns.partition());
+        let mut found: Vec<(String, Option<String>)> = Vec::new();
         let url = self.local_list_url(ns);
-        let list = match self.backend.json(Method::GET, &url, None).await {
-            Ok((_, v)) => v,
-            Err(e) if e.status() == StatusCode::NOT_FOUND => return Ok(0),
+        match self.backend.json(Method::GET, &url, None).await {
+            Ok((_, list)) => found.extend(
+                list["ids"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .filter_map(|id| ns.encode_id(id).ok())
+                    .map(|backing| (backing, None)),
+            ),
+            Err(e) if e.status() == StatusCode::NOT_FOUND => {}
             Err(e) => return Err(e),
-        };
+        }
+        if self.backend.is_couchdb().await {
+            found.extend(self.list_locals(ns).await?);
+        }
+        let mut seen = HashSet::new();
         let mut removed = 0;
-        for id in list["ids"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-        {
-            let Ok(backing) = ns.encode_id(id) else {
-                continue;
-            };
-            let doc_url = self
-                .backend
-                .db_url(&format!("/{}", encode_doc_id(&backing)));
-            if let Ok((_, doc)) = self.backend.json(Method::GET, &doc_url, None).await {
-                let rev = doc["_rev"].as_str().unwrap_or("").to_owned();
-                let del = format!("{doc_url}{}", query_string([("rev", rev)]));
-                if self.backend.json(Method::DELETE, &del, None).await.is_ok() {
-                    removed += 1;
-                }
+        for (backing, rev) in found {
+            if seen.insert(backing.clone()) && self.remove_local(&backing, rev).await? {
+                removed += 1;
             }
         }
-        let rev = list["_rev"].as_str().unwrap_or("").to_owned();
-        let del = format!("{url}{}", query_string([("rev", rev)]));
-        self.backend.json(Method::DELETE, &del, None).await?;
         Ok(removed)
     }
 
-    /// Removes every document of a namespace from the backing database; returns how many.
-    async fn remove_namespace(&self, ns: &Namespace) -> Result<usize> {
-        let mut removed = self.remove_locals(ns).await?;
-        let mut purge_supported = true;
-        let mut start = ns.start_key();
+    /// The namespace's `_local` documents and revisions, from `_local_docs` (CouchDB 2.2 on);
+    /// none when the backend has no such listing.
+    async fn list_locals(&self, ns: &Namespace) -> Result<Vec<(String, Option<String>)>> {
+        let lo = format!("_local/{}:", ns.partition());
+        let end = format!("_local/{};", ns.partition());
+        let mut start = lo.clone();
+        let mut found = Vec::new();
         loop {
             let q = query_string([
                 ("startkey", json!(start).to_string()),
-                ("endkey", json!(ns.end_key()).to_string()),
+                ("endkey", json!(end).to_string()),
                 ("inclusive_end", "false".into()),
-                ("include_docs", "true".into()),
-                ("conflicts", "true".into()),
                 ("limit", CLEANUP_PAGE.to_string()),
             ]);
-            let url = self.backend.db_url(&format!("/_all_docs{q}"));
-            let (_, page) = self.backend.json(Method::GET, &url, None).await?;
-            let rows = page["rows"].as_array().cloned().unwrap_or_default();
-            let Some(last) = rows.last().and_then(|r| r["id"].as_str()) else {
-                break;
+            let url = self.backend.db_url(&format!("/_local_docs{q}"));
+            let page = match self.backend.json(Method::GET, &url, None).await {
+                Ok((_, page)) => page,
+                Err(e) if e.status().is_client_error() => return Ok(found),
+                Err(e) => return Err(e),
             };
-            // Resume strictly after the last id seen, so a document that could not be removed
-            // is never retried forever.
-            start = format!("{last}\u{0}");
-            // Every leaf: the winner and each conflict.
-            let mut leaves: Vec<(String, Vec<String>)> = Vec::new();
-            for row in &rows {
-                let (Some(id), Some(rev)) = (row["id"].as_str(), row["value"]["rev"].as_str())
-                else {
-                    continue;
-                };
-                let mut revs = vec![rev.to_owned()];
-                if let Some(c) = row["doc"]["_conflicts"].as_array() {
-                    revs.extend(c.iter().filter_map(Value::as_str).map(String::from));
+            let rows = page["rows"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+            for row in rows {
+                if let Some(id) = row["id"].as_str().filter(|id| id.starts_with(&lo)) {
+                    let rev = row["value"]["rev"].as_str().map(String::from);
+                    found.push((id.to_owned(), rev));
                 }
-                leaves.push((id.to_owned(), revs));
             }
-            if purge_supported {
-                let body: serde_json::Map<String, Value> = leaves
-                    .iter()
-                    .map(|(id, revs)| (id.clone(), json!(revs)))
-                    .collect();
-                let url = self.backend.db_url("/_purge");
-                match self
-                    .backend
-                    .json(Method::POST, &url, Some(&Value::Object(body)))
-                    .await
-                {
-                    Ok(_) => {
-                        removed += leaves.len();
-                        continue;
-                    }
+            match rows.last().and_then(|r| r["id"].as_str()) {
+                Some(last) if rows.len() == CLEANUP_PAGE => start = format!("{last}\u{0}"),
+                _ => return Ok(found),
+            }
+        }
+    }
+
+    /// Deletes the `_local` document `backing` (at `rev`, else at the revision it has); `false`
+    /// when there is none.
+    async fn remove_local(&self, backing: &str, rev: Option<String>) -> Result<bool> {
+        let url = self.backend.db_url(&format!("/{}", encode_doc_id(backing)));
+        let rev = match rev {
+            Some(rev) => rev,
+            None => match self.backend.json(Method::GET, &url, None).await {
+                Ok((_, doc)) => doc["_rev"].as_str().unwrap_or_default().to_owned(),
+                Err(e) if e.status() == StatusCode::NOT_FOUND => return Ok(false),
+                Err(e) => return Err(e),
+            },
+        };
+        let del = format!("{url}{}", query_string([("rev", rev)]));
+        match self.backend.json(Method::DELETE, &del, None).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.status() == StatusCode::NOT_FOUND => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes every revision of the namespace's documents, live and deleted, found in the
+    /// backing `_changes` feed page by page; returns how many documents.
+    async fn remove_docs(&self, ns: &Namespace) -> Result<usize> {
+        let couchdb = self.backend.is_couchdb().await;
+        let mut purge = couchdb;
+        // Documents overwritten with tombstones by this run: the feed lists them again, later.
+        let mut done: HashSet<String> = HashSet::new();
+        let mut since = json!(0);
+        let mut removed = 0;
+        loop {
+            let (rows, last_seq) = self.changes_page(ns, couchdb, &since).await?;
+            let page_len = rows.len();
+            let leaves: Vec<(String, Vec<String>)> = rows
+                .into_iter()
+                .filter_map(leaves_of)
+                .filter(|(id, _)| in_namespace(ns, id) && !done.contains(id))
+                .collect();
+            removed += leaves.len();
+            if purge {
+                match self.purge(&leaves).await {
+                    Ok(()) => {}
+                    // Not allowed or not there: tombstones instead.
                     Err(e) if e.status().is_client_error() || e.status().as_u16() == 501 => {
-                        purge_supported = false;
+                        purge = false;
                     }
                     Err(e) => return Err(e),
                 }
             }
+            if !purge {
+                self.tombstone(&leaves).await?;
+                done.extend(leaves.into_iter().map(|(id, _)| id));
+            }
+            if page_len < CLEANUP_PAGE {
+                break;
+            }
+            since = last_seq;
+        }
+        if !purge && removed > 0 {
+            // The bodies the tombstones replaced are gone once the backend compacts.
+            let url = self.backend.db_url("/_compact");
+            self.backend
+                .json(Method::POST, &url, Some(&json!({})))
+                .await?;
+        }
+        Ok(removed)
+    }
+
+    /// One page of the backing feed from `since`, with every leaf revision of each document:
+    /// its rows and its `last_seq`. CouchDB filters the feed to the namespace itself; other
+    /// backends (PouchDB Server dies on `_selector`) answer every row.
+    async fn changes_page(
+        &self,
+        ns: &Namespace,
+        couchdb: bool,
+        since: &Value,
+    ) -> Result<(Vec<Value>, Value)> {
+        let since = match since {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let mut q = vec![
+            ("style", "all_docs".to_owned()),
+            ("limit", CLEANUP_PAGE.to_string()),
+            ("since", since),
+        ];
+        let body = if couchdb {
+            q.push(("filter", "_selector".into()));
+            json!({"selector": {"_id": {"$gte": ns.start_key(), "$lt": ns.end_key()}}})
+        } else {
+            json!({})
+        };
+        let url = self
+            .backend
+            .db_url(&format!("/_changes{}", query_string(q)));
+        let (_, page) = self
+            .backend
+            .json_with_timeout(
+                Method::POST,
+                &url,
+                Some(&body),
+                self.backend.timeout() * CLEANUP_TIMEOUT_FACTOR,
+            )
+            .await?;
+        let rows = page["results"].as_array().cloned().unwrap_or_default();
+        Ok((rows, page["last_seq"].clone()))
+    }
+
+    /// Purges every given leaf, in batches CouchDB accepts.
+    async fn purge(&self, leaves: &[(String, Vec<String>)]) -> Result<()> {
+        let url = self.backend.db_url("/_purge");
+        for batch in leaves.chunks(PURGE_BATCH) {
+            let body: Map<String, Value> = batch
+                .iter()
+                .map(|(id, revs)| (id.clone(), json!(revs)))
+                .collect();
+            self.backend
+                .json(Method::POST, &url, Some(&Value::Object(body)))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Writes a body-less tombstone over every given leaf. One request per round in which
+    /// each id appears once (several leaves of one document go in later rounds).
+    async fn tombstone(&self, leaves: &[(String, Vec<String>)]) -> Result<()> {
+        let url = self.backend.db_url("/_bulk_docs");
+        let rounds = leaves.iter().map(|(_, revs)| revs.len()).max().unwrap_or(0);
+        for round in 0..rounds {
             let docs: Vec<Value> = leaves
                 .iter()
-                .flat_map(|(id, revs)| {
-                    revs.iter()
-                        .map(move |r| json!({"_id": id, "_rev": r, "_deleted": true}))
+                .filter_map(|(id, revs)| {
+                    let rev = revs.get(round)?;
+                    Some(json!({"_id": id, "_rev": rev, "_deleted": true}))
                 })
                 .collect();
-            let url = self.backend.db_url("/_bulk_docs");
             self.backend
                 .json(Method::POST, &url, Some(&json!({ "docs": docs })))
                 .await?;
-            removed += leaves.len();
         }
-        Ok(removed)
+        Ok(())
     }
 }
 
@@ -341,5 +681,42 @@ mod tests {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
         assert_ne!(new_epoch(), new_epoch());
+    }
+
+    #[test]
+    fn records_keep_dropped_epochs() {
+        let meta = Meta::of(&json!({"_rev": "2-a", "epoch": "e2", "dropped": ["e1"]}));
+        assert_eq!(meta.epoch.as_deref(), Some("e2"));
+        assert_eq!(meta.dropped, ["e1"]);
+        let deleted = Meta {
+            epoch: None,
+            dropped: vec!["e1".into(), "e2".into()],
+            ..meta
+        };
+        assert_eq!(
+            deleted.doc("u", "d"),
+            json!({"_rev": "2-a", "type": "couchgate.database", "user": "u", "db": "d",
+                   "dropped": ["e1", "e2"]})
+        );
+        // Records written before `dropped` existed read as nothing to clean.
+        assert_eq!(
+            Meta::of(&json!({"epoch": "e"})).dropped,
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn feed_rows_give_every_leaf() {
+        let row = json!({"id": "u.d.e:a", "seq": 3, "deleted": true,
+                         "changes": [{"rev": "2-b"}, {"rev": "2-c"}]});
+        assert_eq!(
+            leaves_of(row),
+            Some(("u.d.e:a".into(), vec!["2-b".into(), "2-c".into()]))
+        );
+        assert_eq!(leaves_of(json!({"id": "x", "changes": []})), None);
+        let ns = Namespace::new("u", "d", "e");
+        assert!(in_namespace(&ns, "u.d.e:a"));
+        assert!(!in_namespace(&ns, "u.d.ee:a"));
+        assert!(!in_namespace(&ns, "_local/u.d.e:a"));
     }
 }

@@ -26,6 +26,26 @@ export async function snapshot(backingUrl) {
 const q = (v) => encodeURIComponent(JSON.stringify(v));
 
 /**
+ * Waits (bounded) until couchgate has removed the documents of every virtual db the scenario
+ * deleted: `DELETE /{db}` moves the epoch to the record's `dropped` list at once and removes
+ * the documents in the background, so its writes would otherwise land in a later scenario.
+ */
+async function waitForCleanups(backingUrl, pairs, problems) {
+  const deadline = Date.now() + 120000;
+  for (const p of pairs) {
+    for (;;) {
+      const meta = await request(`${backingUrl}/${encodeURIComponent(metaId(p.user, p.db))}`);
+      if (meta.status !== 200 || !(meta.body.dropped || []).length) break;
+      if (Date.now() > deadline) {
+        problems.push(`${metaId(p.user, p.db)}: deleted incarnations not cleaned up: ${JSON.stringify(meta.body.dropped)}`);
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+/**
  * Checks the backing database after a couchgate run. `pairs` is a list of
  * {user, db, view()} where view() resolves the client-visible {id: rev} map of that virtual
  * database through couchgate (or null when the db no longer exists for the client).
@@ -33,6 +53,7 @@ const q = (v) => encodeURIComponent(JSON.stringify(v));
  */
 export async function checkNamespaces(backingUrl, since, pairs) {
   const problems = [];
+  await waitForCleanups(backingUrl, pairs, problems);
   const prefixes = new Map(pairs.map((p) => [partitionPrefix(p.user, p.db), p]));
   const metas = new Map(pairs.map((p) => [metaId(p.user, p.db), p]));
 

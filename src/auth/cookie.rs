@@ -1,8 +1,17 @@
-//! CouchDB-style sessions: the `AuthSession` cookie. It carries the user, roles, expiry and
-//! (for sessions opened with a token) the token's own expiry as a hard limit, signed with
-//! HMAC-SHA256; nothing is stored server-side, so every instance with the same key accepts it.
-//! A session is renewed (a fresh cookie in the response) once less than half its lifetime is
-//! left, never beyond its limit.
+//! CouchDB-style sessions: the `AuthSession` cookie. It carries the user, roles and expiry,
+//! signed with HMAC-SHA256; nothing is stored server-side, so every instance with the same key
+//! accepts it. A session is renewed (a fresh cookie in the response) once less than half its
+//! lifetime is left, never beyond its limit.
+//!
+//! Every session is bounded by what opened it:
+//! - a token session by the token's own expiry, a hard limit (`l`);
+//! - a password session by the account it was opened for: the cookie carries a *credential
+//!   stamp* (`s`, a keyed hash of the `_users` document's password hash and salt, so nothing
+//!   secret travels) and the time it was last checked (`c`). Once that is older than the
+//!   re-check period, [`super::Authenticator`] re-reads the account and ends the session when
+//!   the account is gone, its password changed or its roles differ ([`Session::stamp`]).
+//!
+//! A cookie bounded by neither is refused.
 
 use super::{AuthMethod, Identity};
 use crate::config::{Config, SameSite};
@@ -19,7 +28,7 @@ pub const COOKIE: &str = "AuthSession";
 /// Cookies larger than this are not issued (browsers keep about 4 KiB).
 const MAX_COOKIE_BYTES: usize = 3800;
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct Payload {
     /// User.
     u: String,
@@ -30,6 +39,48 @@ struct Payload {
     /// The latest a renewal may reach, Unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     l: Option<u64>,
+    /// Credential stamp of a password session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    s: Option<String>,
+    /// When the stamp was last found current, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    c: Option<u64>,
+}
+
+/// A checked session cookie: who it names, and what still has to be confirmed.
+#[derive(Debug)]
+pub struct Session {
+    payload: Payload,
+    /// Whether the answer should carry a renewed cookie.
+    renew: bool,
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Payload")
+            .field("u", &self.u)
+            .field("e", &self.e)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub fn user(&self) -> &str {
+        &self.payload.u
+    }
+
+    pub fn roles(&self) -> &[String] {
+        &self.payload.r
+    }
+
+    /// The credential stamp of a password session, when it is due to be checked again at
+    /// `now` (last checked `period` seconds ago or earlier); `None` for token sessions and
+    /// for stamps checked recently.
+    pub fn stamp_due(&self, now: u64, period: u64) -> Option<&str> {
+        let stamp = self.payload.s.as_deref()?;
+        let checked = self.payload.c.unwrap_or(0);
+        (now.saturating_sub(checked) >= period).then_some(stamp)
+    }
 }
 
 /// Issues and checks session cookies.
@@ -84,20 +135,67 @@ impl Sessions {
     }
 
     /// A `Set-Cookie` value opening a session for `who`, which lasts the session lifetime but
-    /// never beyond `who.expires`.
-    pub fn open(&self, who: &Identity, now: u64) -> Result<String> {
-        self.issue(&who.user, &who.roles, who.expires, now)
+    /// never beyond `limit`. `account`: the fingerprint of the account a password session was
+    /// opened for (see [`super::basic::Account`]); a session needs it or a limit.
+    pub fn open(
+        &self,
+        who: &Identity,
+        limit: Option<u64>,
+        account: Option<&[u8; 32]>,
+        now: u64,
+    ) -> Result<String> {
+        let payload = Payload {
+            u: who.user.clone(),
+            r: who.roles.clone(),
+            e: self.expiry(limit, now),
+            l: limit,
+            s: account.map(|a| self.stamp(a)),
+            c: account.map(|_| now),
+        };
+        if payload.l.is_none() && payload.s.is_none() {
+            return Err(Error::Internal(
+                "a session needs a limit or an account".into(),
+            ));
+        }
+        self.issue(&payload, now)
     }
 
-    fn issue(&self, user: &str, roles: &[String], limit: Option<u64>, now: u64) -> Result<String> {
-        let e = limit.map_or(now + self.ttl, |l| l.min(now + self.ttl));
-        let payload = serde_json::to_vec(&Payload {
-            u: user.to_owned(),
-            r: roles.to_vec(),
-            e,
-            l: limit,
-        })?;
-        let body = B64.encode(payload);
+    /// The stamp of an account fingerprint: keyed, so a cookie reveals nothing of it.
+    pub fn stamp(&self, account: &[u8; 32]) -> String {
+        let mut h = mac(&self.key);
+        h.update(b"credential stamp\0");
+        h.update(account);
+        B64.encode(&h.finalize().into_bytes()[..16])
+    }
+
+    fn expiry(&self, limit: Option<u64>, now: u64) -> u64 {
+        limit.map_or(now + self.ttl, |l| l.min(now + self.ttl))
+    }
+
+    /// The identity of a session whose stamp (if any) has been found current at `now`
+    /// (`confirmed`), with a renewed cookie when it is due or the check time must be kept.
+    pub fn identity(&self, session: Session, confirmed: bool, now: u64) -> Result<Identity> {
+        let Session { payload: p, renew } = session;
+        let renewed_cookie = if renew || confirmed {
+            let e = if renew { self.expiry(p.l, now) } else { p.e };
+            let c = if confirmed { Some(now) } else { p.c };
+            Some(self.issue(&Payload { e, c, ..p.clone() }, now)?)
+        } else {
+            None
+        };
+        Ok(Identity {
+            user: p.u,
+            roles: p.r,
+            method: AuthMethod::Cookie,
+            expires: Some(p.e),
+            service: None,
+            renewed_cookie,
+        })
+    }
+
+    fn issue(&self, payload: &Payload, now: u64) -> Result<String> {
+        let e = payload.e;
+        let body = B64.encode(serde_json::to_vec(payload)?);
         let mut h = mac(&self.key);
         h.update(body.as_bytes());
         let value = format!("{body}.{}", B64.encode(h.finalize().into_bytes()));
@@ -127,8 +225,10 @@ impl Sessions {
         )
     }
 
-    /// The identity of a session cookie in `headers`; `Ok(None)` when there is none.
-    pub fn check(&self, headers: &HeaderMap, now: u64) -> Result<Option<Identity>> {
+    /// The session of a cookie in `headers`, signature and expiry checked; `Ok(None)` when
+    /// there is none. Its stamp, if due, is for the caller to check before
+    /// [`identity`](Self::identity).
+    pub fn check(&self, headers: &HeaderMap, now: u64) -> Result<Option<Session>> {
         let Some(value) = find_cookie(headers) else {
             return Ok(None);
         };
@@ -143,23 +243,13 @@ impl Sessions {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or_else(bad)?;
-        if now >= p.e {
+        // Bounded by neither a token nor an account: a cookie of an older version.
+        if now >= p.e || (p.l.is_none() && p.s.is_none()) {
             return Err(bad());
         }
         let renewable = p.l.map_or(true, |l| l > p.e);
-        let renewed_cookie = if renewable && p.e - now < self.ttl / 2 {
-            Some(self.issue(&p.u, &p.r, p.l, now)?)
-        } else {
-            None
-        };
-        Ok(Some(Identity {
-            user: p.u,
-            roles: p.r,
-            method: AuthMethod::Cookie,
-            expires: Some(p.e),
-            service: None,
-            renewed_cookie,
-        }))
+        let renew = renewable && p.e - now < self.ttl / 2;
+        Ok(Some(Session { payload: p, renew }))
     }
 }
 
@@ -219,12 +309,21 @@ mod tests {
         h
     }
 
+    /// The identity of the cookie in `headers`, its stamp taken as current.
+    fn who(s: &Sessions, headers: &HeaderMap, now: u64) -> Result<Option<Identity>> {
+        s.check(headers, now)?
+            .map(|session| s.identity(session, false, now))
+            .transpose()
+    }
+
+    const ACCOUNT: [u8; 32] = [7; 32];
+
     #[test]
     fn a_session_names_its_user_until_it_expires() {
         let s = sessions(&[]);
-        let c = s.open(&ann(None), 1000).unwrap();
+        let c = s.open(&ann(None), None, Some(&ACCOUNT), 1000).unwrap();
         assert!(c.contains("Max-Age=600") && c.contains("HttpOnly") && !c.contains("Secure"));
-        let who = s.check(&request_with(&c), 1100).unwrap().unwrap();
+        let who = who(&s, &request_with(&c), 1100).unwrap().unwrap();
         assert_eq!((who.user.as_str(), who.roles.len()), ("ann", 1));
         assert_eq!(who.method, AuthMethod::Cookie);
         assert_eq!(who.expires, Some(1600));
@@ -232,28 +331,72 @@ mod tests {
             who.renewed_cookie.is_none(),
             "young sessions are not renewed"
         );
-        let old = s.check(&request_with(&c), 1400).unwrap().unwrap();
+        let old = self::who(&s, &request_with(&c), 1400).unwrap().unwrap();
         let renewed = old.renewed_cookie.expect("renewed past half its life");
-        let who = s.check(&request_with(&renewed), 1900).unwrap().unwrap();
+        let who = self::who(&s, &request_with(&renewed), 1900)
+            .unwrap()
+            .unwrap();
         assert_eq!(who.expires, Some(2000));
         assert!(s.check(&request_with(&c), 1600).is_err(), "expired");
         assert!(s.check(&HeaderMap::new(), 1000).unwrap().is_none());
     }
 
     #[test]
+    fn a_password_session_is_due_for_a_check_each_period() {
+        let s = sessions(&[]);
+        let c = s.open(&ann(None), None, Some(&ACCOUNT), 1000).unwrap();
+        let session = s.check(&request_with(&c), 1059).unwrap().unwrap();
+        assert_eq!(session.stamp_due(1059, 60), None, "checked 59 s ago");
+        let session = s.check(&request_with(&c), 1060).unwrap().unwrap();
+        assert_eq!(
+            session.stamp_due(1060, 60),
+            Some(s.stamp(&ACCOUNT).as_str())
+        );
+        assert_ne!(s.stamp(&ACCOUNT), s.stamp(&[8; 32]));
+        // Once confirmed, the cookie records the check and is not due again for a period.
+        let confirmed = s.identity(session, true, 1060).unwrap();
+        let again = request_with(&confirmed.renewed_cookie.unwrap());
+        let session = s.check(&again, 1119).unwrap().unwrap();
+        assert_eq!(session.stamp_due(1119, 60), None);
+        assert_eq!(session.user(), "ann");
+        assert_eq!(session.roles(), ["r"]);
+        // The stamp is keyed: nothing of the account is in the cookie.
+        assert!(!c.contains(&B64.encode(ACCOUNT)));
+    }
+
+    #[test]
+    fn a_session_needs_a_bound() {
+        let s = sessions(&[]);
+        assert!(s.open(&ann(None), None, None, 1000).is_err());
+        // A cookie bounded by neither token nor account (older versions issued them).
+        let body = B64.encode(br#"{"u":"ann","r":[],"e":2000}"#);
+        let mut h = mac(&s.key);
+        h.update(body.as_bytes());
+        let value = format!("{body}.{}", B64.encode(h.finalize().into_bytes()));
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::COOKIE,
+            format!("{COOKIE}={value}").parse().unwrap(),
+        );
+        assert_eq!(s.check(&headers, 1000).unwrap_err().status(), 401);
+    }
+
+    #[test]
     fn a_token_session_never_outlives_its_token() {
         let s = sessions(&[]);
-        let c = s.open(&ann(Some(1200)), 1000).unwrap();
+        let c = s.open(&ann(Some(1200)), Some(1200), None, 1000).unwrap();
         assert!(c.contains("Max-Age=200"));
-        let who = s.check(&request_with(&c), 1150).unwrap().unwrap();
+        let who = who(&s, &request_with(&c), 1150).unwrap().unwrap();
         assert_eq!(who.expires, Some(1200));
         assert!(who.renewed_cookie.is_none(), "nothing left to renew");
+        let session = s.check(&request_with(&c), 1150).unwrap().unwrap();
+        assert_eq!(session.stamp_due(1150, 0), None, "no account to check");
     }
 
     #[test]
     fn forged_or_foreign_cookies_are_refused() {
         let s = sessions(&[]);
-        let c = s.open(&ann(None), 1000).unwrap();
+        let c = s.open(&ann(None), None, Some(&ACCOUNT), 1000).unwrap();
         let value = c
             .split(';')
             .next()

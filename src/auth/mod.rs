@@ -5,7 +5,10 @@
 //! - `Authorization: Bearer <JWT>` ([`jwt`]), verified with static keys ([`keys`]) or keys
 //!   from JWKS URLs ([`jwks`]);
 //! - `Authorization: Basic`, when enabled, checked by the backend's `_users` ([`basic`]);
-//! - the `AuthSession` cookie of a CouchDB-style session ([`cookie`]).
+//! - the `AuthSession` cookie of a CouchDB-style session ([`cookie`]). A session opened with
+//!   a password is checked against the account's `_users` document again once per
+//!   `--basic-auth-cache-secs`, and ends (401) when the account is gone, its password changed
+//!   or its roles differ; a session opened with a token ends with the token.
 //!
 //! Failed password checks are rate-limited per address and per name ([`limiter`]); tokens and
 //! cookies are signed and cannot be guessed, so their failures are not counted and a client
@@ -142,10 +145,46 @@ impl Authenticator {
         }
         let now = jsonwebtoken::get_current_timestamp();
         match self.sessions.check(headers, now)? {
-            Some(who) => Ok(who),
+            Some(session) => self.session_identity(session, now).await,
             None => Err(unauthorized(
                 "authentication required: no bearer token or session",
             )),
+        }
+    }
+
+    /// The identity of a session, once its account (if it was opened with a password and
+    /// last checked a period ago) is found unchanged.
+    async fn session_identity(&self, session: cookie::Session, now: u64) -> Result<Identity> {
+        let period = self.passwords.as_ref().map_or(0, |p| p.ttl().as_secs());
+        let Some(stamp) = session.stamp_due(now, period) else {
+            return self.sessions.identity(session, false, now);
+        };
+        let ended = || unauthorized("session ended: the account changed or is gone");
+        let passwords = self.passwords.as_ref().ok_or_else(ended)?;
+        let current = passwords.account(session.user()).await?;
+        match current {
+            Some(a)
+                if self.sessions.stamp(&a.fingerprint) == stamp && a.has_roles(session.roles()) =>
+            {
+                self.sessions.identity(session, true, now)
+            }
+            _ => Err(ended()),
+        }
+    }
+
+    /// A `Set-Cookie` value opening a session for `who`. A token session ends with the token;
+    /// a password session is tied to the account's `_users` document, or, for a user the
+    /// backend knows without one (a server admin), lasts one re-check period.
+    pub async fn open_session(&self, who: &Identity, now: u64) -> Result<String> {
+        match (&self.passwords, who.method) {
+            (Some(p), AuthMethod::Password) => match p.account(&who.user).await? {
+                Some(a) => self.sessions.open(who, None, Some(&a.fingerprint), now),
+                None => {
+                    let limit = now + p.ttl().as_secs().max(1);
+                    self.sessions.open(who, Some(limit), None, now)
+                }
+            },
+            _ => self.sessions.open(who, who.expires, None, now),
         }
     }
 

@@ -2,8 +2,9 @@
 //! `new_edits: false`. As in CouchDB, a document that is not an object, whose `_id` is not a
 //! string or is reserved, or that fails CouchDB's document checks ([`crate::validate`]) fails
 //! the whole request before anything is written; conflicts and other refusals of single
-//! documents are rows of the answer.
+//! documents are rows of the answer, `missing_stub` ([`super::stubs`]) included.
 
+use super::stubs::{self, Verdict};
 use super::{offload, Req};
 use crate::body::{self, json_response, Body};
 use crate::error::{Error, Result};
@@ -17,16 +18,89 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
     body::require_json_content_type(&req.headers)?;
     let bytes = req.bytes().await?;
     let ns_owned = ns.clone();
-    let (plan, new_edits, all_or_nothing) =
+    let (mut plan, new_edits, all_or_nothing) =
         offload(bytes.len(), move || read(&ns_owned, &bytes)).await?;
-    for id in &plan.locals {
+    let verdicts = stubs::resolve(st, ns, &mut plan.docs, !new_edits, None).await?;
+    let (docs, mut refused) = split(ns, plan.docs, verdicts);
+    if all_or_nothing && !refused.is_empty() {
+        return Err(refused.remove(0).error);
+    }
+    forward(
+        st,
+        ns,
+        docs,
+        new_edits,
+        all_or_nothing,
+        &plan.locals,
+        refused,
+    )
+    .await
+}
+
+/// A document refused before the backend saw it.
+struct Refused {
+    /// Its position in the request.
+    at: usize,
+    /// Its client id.
+    id: String,
+    error: Error,
+}
+
+/// Sorts documents by their verdicts: those to write (with their positions in the request),
+/// and the refused ones; replicated revisions the backend has are dropped.
+fn split(
+    ns: &Namespace,
+    docs: Vec<Value>,
+    verdicts: Vec<Verdict>,
+) -> (Vec<(usize, Value)>, Vec<Refused>) {
+    let mut write = Vec::new();
+    let mut refused = Vec::new();
+    for (at, (doc, verdict)) in docs.into_iter().zip(verdicts).enumerate() {
+        match verdict {
+            Verdict::Write => write.push((at, doc)),
+            Verdict::Stored => {}
+            Verdict::Refused(error) => {
+                let id = doc["_id"]
+                    .as_str()
+                    .and_then(|b| ns.decode_id(b))
+                    .unwrap_or_default();
+                refused.push(Refused { at, id, error });
+            }
+        }
+    }
+    (write, refused)
+}
+
+/// Writes `docs` and answers their rows, with a row for each refused document at its place.
+async fn forward(
+    st: &State,
+    ns: &Namespace,
+    docs: Vec<(usize, Value)>,
+    new_edits: bool,
+    all_or_nothing: bool,
+    locals: &[String],
+    refused: Vec<Refused>,
+) -> Result<Response<Body>> {
+    for id in locals {
         st.registry.note_local(ns, id).await?;
     }
-    if plan.docs.is_empty() {
-        return Ok(json_response(StatusCode::CREATED, &json!([])));
+    let refused_rows: Vec<(usize, Value)> = refused
+        .into_iter()
+        .map(|r| {
+            let row = json!({"id": r.id, "error": r.error.name(), "reason": r.error.reason()});
+            (r.at, row)
+        })
+        .collect();
+    if docs.is_empty() {
+        let rows: Vec<Value> = refused_rows.into_iter().map(|(_, r)| r).collect();
+        return Ok(json_response(StatusCode::CREATED, &Value::Array(rows)));
     }
+    let positions: Vec<usize> = docs.iter().map(|(i, _)| *i).collect();
     let mut fwd = Map::new();
-    fwd.insert("docs".into(), Value::Array(plan.docs));
+    fwd.insert(
+        "docs".into(),
+        Value::Array(docs.into_iter().map(|(_, d)| d).collect()),
+    );
     if !new_edits {
         fwd.insert("new_edits".into(), Value::Bool(false));
     }
@@ -54,7 +128,24 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
     };
     st.note_write(ns);
     let rows = rows.into_iter().map(|r| strip_row(ns, r)).collect();
+    let rows = merge_rows(&positions, rows, refused_rows);
     Ok(json_response(status, &Value::Array(rows)))
+}
+
+/// The backend's rows for the documents written at `positions` and the rows of refused ones,
+/// in request order. A backend answering fewer rows than documents (CouchDB omits the
+/// successes of `new_edits: false`) gets the refusals after its rows.
+fn merge_rows(positions: &[usize], rows: Vec<Value>, refused: Vec<(usize, Value)>) -> Vec<Value> {
+    if rows.len() != positions.len() {
+        return rows
+            .into_iter()
+            .chain(refused.into_iter().map(|(_, r)| r))
+            .collect();
+    }
+    let mut all: Vec<(usize, Value)> = positions.iter().copied().zip(rows).collect();
+    all.extend(refused);
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Parses and checks a request body: the plan, `new_edits` and `all_or_nothing`.
@@ -190,6 +281,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.docs[0]["_rev"], "2-b");
+    }
+
+    #[test]
+    fn refused_rows_keep_their_places() {
+        let row = |n: u64| json!({ "n": n });
+        assert_eq!(
+            merge_rows(
+                &[0, 2],
+                vec![row(0), row(2)],
+                vec![(1, row(1)), (3, row(3))]
+            ),
+            [row(0), row(1), row(2), row(3)]
+        );
+        // CouchDB answers no rows for replicated successes: the refusals follow.
+        assert_eq!(merge_rows(&[0, 2], vec![], vec![(1, row(1))]), [row(1)]);
     }
 
     #[test]

@@ -376,9 +376,10 @@ async fn put(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Resp
     if let (Some(rev), true) = (&rev_outside, backing.starts_with("_local/")) {
         validate::check_local_rev(rev)?;
     }
+    let replicated = replicated(&req.query);
     let doc = DocWrite {
         backing: backing.to_owned(),
-        replicated: replicated(&req.query),
+        replicated,
         rev_outside: rev_outside.is_some(),
     };
     let ct = content_type(&req.headers);
@@ -389,20 +390,43 @@ async fn put(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Resp
         .then(|| multipart::boundary(&ct))
         .transpose()?;
     let bytes = req.bytes().await?;
+    let len = bytes.len();
     // CouchDB reads any body but a multipart one as JSON, whatever its content type (`curl -d`
     // sends a form type).
-    let (body, ct) = offload(bytes.len(), move || match boundary {
+    let (mut checked, atts) = offload(len, move || match boundary {
         Some(boundary) => doc.multipart(&bytes, &boundary),
-        None => Ok((
-            Bytes::from(serde_json::to_vec(&doc.json(&bytes, false)?.0)?),
-            HeaderValue::from_static("application/json"),
-        )),
+        None => Ok((doc.json(&bytes, false)?.0, Vec::new())),
     })
     .await?;
+    if !super::stubs::resolve_one(st, ns, &mut checked, replicated, rev_outside.as_deref()).await? {
+        // A replicated revision the backend has: CouchDB acknowledges it without a write.
+        let rev = checked.get("_rev").cloned().unwrap_or(Value::Null);
+        let client = ns.decode_id(backing).unwrap_or_default();
+        return Ok(json_response(
+            StatusCode::CREATED,
+            &serde_json::json!({"ok": true, "id": client, "rev": rev}),
+        ));
+    }
+    let (body, ct) = offload(len, move || build(&checked, &atts)).await?;
     if let Some(local) = ns.decode_id(backing).filter(|id| id.starts_with("_local/")) {
         st.registry.note_local(ns, &local).await?;
     }
     write(st, ns, Method::PUT, backing, &query, body, ct).await
+}
+
+/// The body the backend gets for a checked document and the data of its attachments that
+/// follow: multipart when there is any, else plain JSON.
+fn build(doc: &Map<String, Value>, atts: &[multipart::Attachment]) -> Result<(Bytes, HeaderValue)> {
+    let json = serde_json::to_vec(doc)?;
+    if atts.is_empty() {
+        return Ok((
+            Bytes::from(json),
+            HeaderValue::from_static("application/json"),
+        ));
+    }
+    let (ct, body) = multipart::build(&json, atts);
+    let ct = HeaderValue::from_str(&ct).expect("a multipart type with a hex boundary");
+    Ok((body, ct))
 }
 
 /// A document body written by `PUT /{db}/{docid}`, and what the request says about it.
@@ -431,22 +455,17 @@ impl DocWrite {
         Ok((doc, shape))
     }
 
-    /// Parses a whole `multipart/related` body and builds the one the backend gets (plain JSON
-    /// when no attachment data follows).
-    fn multipart(&self, raw: &Bytes, boundary: &str) -> Result<(Bytes, HeaderValue)> {
+    /// Parses a whole `multipart/related` body: the checked document and the data of its
+    /// attachments that follow.
+    fn multipart(
+        &self,
+        raw: &Bytes,
+        boundary: &str,
+    ) -> Result<(Map<String, Value>, Vec<multipart::Attachment>)> {
         let related = multipart::parse(raw, boundary)?;
         let (doc, shape) = self.json(&related.doc, true)?;
         let atts = multipart::attachments(&shape.follows, related.rest)?;
-        let json = serde_json::to_vec(&doc)?;
-        if atts.is_empty() {
-            return Ok((
-                Bytes::from(json),
-                HeaderValue::from_static("application/json"),
-            ));
-        }
-        let (ct, body) = multipart::build(&json, &atts);
-        let ct = HeaderValue::from_str(&ct).expect("a multipart type with a hex boundary");
-        Ok((body, ct))
+        Ok((doc, atts))
     }
 }
 
@@ -471,11 +490,12 @@ pub async fn post(st: &State, ns: &Namespace, req: Req) -> Result<Response<Body>
         _ => super::db::new_uuid(),
     };
     let backing = ns.encode_id(&id)?;
+    set_id(&mut doc, backing.clone());
+    super::stubs::resolve_one(st, ns, &mut doc, false, None).await?;
     if id.starts_with("_local/") {
         check_local_body_rev(&doc)?;
         st.registry.note_local(ns, &id).await?;
     }
-    set_id(&mut doc, backing.clone());
     let body = Bytes::from(serde_json::to_vec(&doc)?);
     let mut r = write(
         st,

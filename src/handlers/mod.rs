@@ -11,6 +11,7 @@ pub mod doc;
 pub mod local;
 pub mod revs_diff;
 pub mod session;
+pub mod stubs;
 
 use crate::body::{self, read_json, TimedBody};
 use crate::error::{Error, Result};

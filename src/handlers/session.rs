@@ -67,8 +67,8 @@ pub async fn post(st: &State, req: Req, peer: Option<IpAddr>) -> Result<Response
         }
     };
     let cookie = auth
-        .sessions()
-        .open(&who, jsonwebtoken::get_current_timestamp())?;
+        .open_session(&who, jsonwebtoken::get_current_timestamp())
+        .await?;
     let mut r = json_response(
         StatusCode::OK,
         &json!({"ok": true, "name": who.user, "roles": who.roles}),
