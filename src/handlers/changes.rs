@@ -234,13 +234,21 @@ async fn index_fetch(
     })
 }
 
-/// Adds the documents for `include_docs`, in one batched backend read.
+/// Adds the documents for `include_docs`, in batched backend reads of at most
+/// [`INDEX_BATCH`] documents.
 pub(crate) async fn enrich(
     st: &State,
     ns: &Namespace,
     opts: &Opts,
     rows: &mut [Row],
 ) -> Result<()> {
+    for chunk in rows.chunks_mut(INDEX_BATCH) {
+        enrich_batch(st, ns, opts, chunk).await?;
+    }
+    Ok(())
+}
+
+async fn enrich_batch(st: &State, ns: &Namespace, opts: &Opts, rows: &mut [Row]) -> Result<()> {
     let keys: Vec<String> = rows
         .iter()
         .filter_map(|r| {
