@@ -74,8 +74,9 @@ impl NsLog {
 const RUN: usize = 512;
 
 /// A set of ids in code point order (CouchDB's `_all_docs` order) that counts the ids before
-/// any key: sorted runs of `RUN` to `2 * RUN` ids, so an insert or removal moves at most
-/// `2 * RUN` ids, and a count is two binary searches and a sum over `n / RUN` run lengths.
+/// any key: sorted runs of at most `2 * RUN` ids (two neighbours together hold more than
+/// `RUN`), so an insert or removal moves at most `2 * RUN` ids, and a count is two binary
+/// searches and a sum over fewer than `2 * n / RUN` run lengths.
 #[derive(Debug, Default)]
 struct LiveIds {
     runs: Vec<Vec<Arc<str>>>,
@@ -111,11 +112,20 @@ impl LiveIds {
         let Some(run) = self.runs.get_mut(i) else {
             return;
         };
-        if let Ok(at) = run.binary_search_by(|x| (**x).cmp(id)) {
-            run.remove(at);
-            if run.is_empty() {
-                self.runs.remove(i);
-            }
+        let Ok(at) = run.binary_search_by(|x| (**x).cmp(id)) else {
+            return;
+        };
+        run.remove(at);
+        let len = run.len();
+        if len == 0 {
+            self.runs.remove(i);
+        } else if self
+            .runs
+            .get(i + 1)
+            .is_some_and(|next| len + next.len() <= RUN)
+        {
+            let next = self.runs.remove(i + 1);
+            self.runs[i].extend(next);
         }
     }
 
@@ -621,7 +631,15 @@ mod tests {
         live.remove("absent");
         assert_eq!(live.below("d01000"), 500);
         assert_eq!(live.below("e"), 1500);
-        assert!(live.runs.iter().all(|r| !r.is_empty()));
+        assert!(live
+            .runs
+            .iter()
+            .all(|r| !r.is_empty() && r.len() <= 2 * RUN));
+        assert!(live.runs.windows(2).all(|w| w[0].last() < w[1].first()));
+        for i in (1..3000).step_by(2) {
+            live.remove(&format!("d{i:05}"));
+        }
+        assert_eq!((live.below("e"), live.runs.len()), (0, 0));
     }
 
     #[test]

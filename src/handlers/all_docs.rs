@@ -641,18 +641,18 @@ async fn counts(st: &State, ns: &Namespace, below: Option<&str>) -> Result<(u64,
             None => Ok(0),
         }
     };
-    let (low, high) = (ns.start_key(), ns.end_key());
-    let (low, high, at) = tokio::try_join!(position(st, &low), position(st, &high), at)?;
+    let (start, end) = (ns.start_key(), ns.end_key());
+    let (low, high, at) = tokio::try_join!(position(st, &start), position(st, &end), at)?;
     if high > 0 {
         return Ok((high.saturating_sub(low), at.saturating_sub(low)));
     }
     let walk = async {
         match below {
-            Some(b) => super::db::count_range(st, &ns.start_key(), b).await,
+            Some(b) => super::db::count_range(st, &start, b).await,
             None => Ok(0),
         }
     };
-    tokio::try_join!(super::db::count_docs(st, ns), walk)
+    tokio::try_join!(super::db::count_range(st, &start, &end), walk)
 }
 
 fn head(total_rows: u64, offset: Option<u64>, update_seq: Option<&Value>) -> String {

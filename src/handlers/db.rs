@@ -107,15 +107,6 @@ async fn info(st: &State, ns: &Namespace, db: &str) -> Result<Response<Body>> {
     Ok(json_response(StatusCode::OK, &info))
 }
 
-/// Counts the live documents of a namespace: from the changes index when it is synced,
-/// otherwise by walking the namespace's `_all_docs` range.
-pub async fn count_docs(st: &State, ns: &Namespace) -> Result<u64> {
-    match st.synced_index(ns).await {
-        Some(f) => Ok(f.index.counts(ns.partition()).0),
-        None => count_range(st, &ns.start_key(), &ns.end_key()).await,
-    }
-}
-
 /// Counts the ids in `[start, end)` of the backing `_all_docs`, up to [`COUNT_MAX`].
 pub async fn count_range(st: &State, start: &str, end: &str) -> Result<u64> {
     let mut count = 0u64;
