@@ -17,6 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::Deserialize;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -254,15 +255,26 @@ impl Backend {
 
     /// Reads a whole backend body, bounded in size and time.
     pub async fn read(&self, body: Incoming, timeout: Duration) -> Result<Bytes> {
-        match tokio::time::timeout(timeout, body::read_limited(body, MAX_JSON_RESPONSE)).await {
+        self.read_capped(body, timeout, MAX_JSON_RESPONSE)
+            .await?
+            .ok_or_else(|| Error::BadGateway("the backend answer is too large".into()))
+    }
+
+    /// Reads a whole backend body of at most `cap` bytes in `timeout`; `None` when it is
+    /// longer.
+    pub async fn read_capped(
+        &self,
+        body: Incoming,
+        timeout: Duration,
+        cap: u64,
+    ) -> Result<Option<Bytes>> {
+        match tokio::time::timeout(timeout, body::read_limited(body, cap)).await {
             Err(_) => Err(Error::BackendTimeout(
                 "the backend stopped sending its answer".into(),
             )),
-            Ok(Err(Error::TooLarge(_))) => {
-                Err(Error::BadGateway("the backend answer is too large".into()))
-            }
+            Ok(Err(Error::TooLarge(_))) => Ok(None),
             Ok(Err(_)) => Err(Error::BadGateway("the backend answer was cut off".into())),
-            Ok(Ok(b)) => Ok(b),
+            Ok(Ok(b)) => Ok(Some(b)),
         }
     }
 
@@ -289,55 +301,110 @@ impl Backend {
     }
 }
 
-/// One page of a backend `_changes` answer: its rows and the sequence it ends at.
+/// Most bytes of one backend `_changes` page of several rows: a larger answer is asked again
+/// with half the rows, down to a single row (which may take up to [`MAX_JSON_RESPONSE`]).
+pub const FEED_PAGE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// One page of a backend `_changes` answer: its rows, the sequence it ends at, and how many
+/// rows were asked for (fewer rows than that: the feed had no more).
 #[derive(Debug)]
-pub struct ChangesPage {
-    pub rows: Vec<Value>,
+pub struct ChangesPage<R> {
+    pub rows: Vec<R>,
     pub last_seq: Value,
+    pub asked: usize,
+}
+
+/// A backend `_changes` answer, read into rows of the caller's choosing.
+#[derive(Deserialize)]
+struct FeedAnswer<R> {
+    results: Vec<R>,
+    #[serde(default)]
+    last_seq: Value,
+}
+
+/// One row of the shared feed, read without parsing what belongs to others: a filter looks at
+/// the `id` of every row and parses `changes` only of its own.
+#[derive(Debug, Deserialize)]
+pub struct FeedRow {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub seq: Value,
+    #[serde(default)]
+    pub deleted: bool,
+    pub changes: Option<Box<serde_json::value::RawValue>>,
 }
 
 impl Backend {
-    /// Reads one page of the shared database's `_changes` after `since` (an opaque backend
-    /// sequence, sent back exactly as the backend gave it), with further query parameters.
-    pub async fn changes_page(
+    /// Reads one page of at most `limit` rows of the shared database's `_changes` after
+    /// `since` (an opaque backend sequence, sent back exactly as the backend gave it), with
+    /// further query parameters. Rows are read as `R`, with serde_json's own nesting limit:
+    /// `R` must not parse documents (use [`FeedRow`] or ask for no documents).
+    pub async fn changes_page<R: serde::de::DeserializeOwned>(
         &self,
         since: &Value,
-        params: Vec<(&str, String)>,
+        limit: usize,
+        params: &[(&str, String)],
         doc_ids: Option<&Value>,
         timeout: Duration,
-    ) -> Result<ChangesPage> {
+    ) -> Result<ChangesPage<R>> {
         let since_text = match since {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        let mut q = vec![("since", since_text)];
-        q.extend(params);
-        let (method, body) = match doc_ids {
-            Some(ids) => {
-                q.push(("filter", "_doc_ids".into()));
-                (Method::POST, Some(serde_json::json!({ "doc_ids": ids })))
+        let mut limit = limit.max(1);
+        loop {
+            let mut q = vec![("since", since_text.clone()), ("limit", limit.to_string())];
+            q.extend(params.iter().cloned());
+            let (method, body) = match doc_ids {
+                Some(ids) => {
+                    q.push(("filter", "_doc_ids".into()));
+                    let body = serde_json::to_vec(&serde_json::json!({ "doc_ids": ids }))?;
+                    (Method::POST, body::full(body))
+                }
+                None => (Method::GET, body::empty()),
+            };
+            let url = self.db_url(&format!("/_changes{}", query_string(q)));
+            let mut b = self
+                .request(method.clone(), &url)
+                .header(header::ACCEPT, "application/json");
+            if method == Method::POST {
+                b = b.header(header::CONTENT_TYPE, "application/json");
             }
-            None => (Method::GET, None),
-        };
-        let url = self.db_url(&format!("/_changes{}", query_string(q)));
-        let (_, mut answer) = self
-            .json_with_timeout(method, &url, body.as_ref(), timeout)
-            .await?;
-        let rows = match answer.get_mut("results").map(Value::take) {
-            Some(Value::Array(rows)) => rows,
-            _ => return Err(Error::BadGateway("_changes answer without results".into())),
-        };
-        let last_seq = answer
-            .get("last_seq")
-            .cloned()
-            .filter(|v| !v.is_null())
-            .unwrap_or_else(|| since.clone());
-        Ok(ChangesPage { rows, last_seq })
+            let req = b
+                .body(body)
+                .map_err(|e| Error::Internal(format!("building a backend request: {e}")))?;
+            let resp = self.send(req, timeout).await?;
+            let status = resp.status();
+            let cap = if limit == 1 {
+                MAX_JSON_RESPONSE
+            } else {
+                FEED_PAGE_BYTES
+            };
+            let Some(bytes) = self.read_capped(resp.into_body(), timeout, cap).await? else {
+                limit /= 2;
+                continue;
+            };
+            if !status.is_success() {
+                return Err(backend_error(status, &parse_json(&bytes)?));
+            }
+            let answer: FeedAnswer<R> = serde_json::from_slice(&bytes)
+                .map_err(|_| Error::BadGateway("_changes answer without results".into()))?;
+            let last_seq = Some(answer.last_seq)
+                .filter(|v| !v.is_null())
+                .unwrap_or_else(|| since.clone());
+            return Ok(ChangesPage {
+                rows: answer.results,
+                last_seq,
+                asked: limit,
+            });
+        }
     }
 }
 
+/// A backend answer as JSON, as deep as a stored document inside an answer's envelope gets.
 pub fn parse_json(bytes: &[u8]) -> Result<Value> {
-    crate::json::parse(bytes)
+    crate::json::parse_within(bytes, crate::json::BACKEND_MAX_DEPTH)
         .map_err(|_| Error::BadGateway("the backend answered something that is not JSON".into()))
 }
 

@@ -16,7 +16,7 @@
 //! other backend the follower asks `_all_docs` for the winner of each document with several
 //! leaves, once per page, when it reads the page.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, ChangesPage};
 use crate::changes_index::{ChangesIndex, Snapshot};
 use crate::error::{Error, Result};
 use dashmap::DashMap;
@@ -130,19 +130,20 @@ impl Follower {
         .unwrap_or(false)
     }
 
-    async fn fetch(&self, since: &Value, longpoll: bool) -> Result<(Vec<Value>, Value)> {
-        let mut q = vec![
-            ("style", "all_docs".to_owned()),
-            ("limit", PAGE.to_string()),
-        ];
+    /// One page of the shared feed after `since`, winners first.
+    async fn fetch(&self, since: &Value, longpoll: bool) -> Result<ChangesPage<Value>> {
+        let mut q = vec![("style", "all_docs".to_owned())];
         if longpoll {
             q.push(("feed", "longpoll".into()));
             q.push(("timeout", LONGPOLL.as_millis().to_string()));
         }
         let timeout = self.backend.timeout() + if longpoll { LONGPOLL } else { Duration::ZERO };
-        let mut page = self.backend.changes_page(since, q, None, timeout).await?;
+        let mut page = self
+            .backend
+            .changes_page(since, PAGE, &q, None, timeout)
+            .await?;
         self.name_winners(&mut page.rows).await?;
-        Ok((page.rows, page.last_seq))
+        Ok(page)
     }
 
     /// Makes every row list its winning revision first (see the module doc).
@@ -197,9 +198,9 @@ impl Follower {
     async fn catch_up(&self) -> Result<()> {
         loop {
             let since = self.index.backend_seq();
-            let (rows, last) = self.fetch(&since, false).await?;
-            self.index.apply_page(&since, &rows, &last);
-            if rows.len() < PAGE {
+            let page = self.fetch(&since, false).await?;
+            self.index.apply_page(&since, &page.rows, &page.last_seq);
+            if page.rows.len() < page.asked {
                 return Ok(());
             }
         }
@@ -229,7 +230,7 @@ impl Follower {
             tokio::select! {
                 r = tokio::time::timeout(LONGPOLL + Duration::from_secs(1), self.fetch(&since, true)) => {
                     match r {
-                        Ok(Ok((rows, last))) => { self.index.apply_page(&since, &rows, &last); }
+                        Ok(Ok(page)) => { self.index.apply_page(&since, &page.rows, &page.last_seq); }
                         Ok(Err(e)) => {
                             tracing::warn!(error = %e, "changes follower: longpoll failed");
                             tokio::time::sleep(backoff).await;

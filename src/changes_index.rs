@@ -47,7 +47,100 @@ struct NsLog {
     by_ord: BTreeMap<u64, Arc<str>>,
     docs: HashMap<Arc<str>, Entry>,
     deleted: u64,
+    /// The ids of `docs` that are not deleted, in `_all_docs` order.
+    live: LiveIds,
     notify: Arc<Notify>,
+}
+
+impl NsLog {
+    /// Records a document's latest change; returns the entry it replaces.
+    fn put(&mut self, key: Arc<str>, entry: Entry) -> Option<Entry> {
+        if entry.deleted {
+            self.deleted += 1;
+            self.live.remove(&key);
+        } else {
+            self.live.insert(Arc::clone(&key));
+        }
+        self.by_ord.insert(entry.ord, Arc::clone(&key));
+        let old = self.docs.insert(key, entry)?;
+        if old.deleted {
+            self.deleted -= 1;
+        }
+        Some(old)
+    }
+}
+
+/// Ids per run of [`LiveIds`].
+const RUN: usize = 512;
+
+/// A set of ids in code point order (CouchDB's `_all_docs` order) that counts the ids before
+/// any key: sorted runs of at most `2 * RUN` ids (two neighbours together hold more than
+/// `RUN`), so an insert or removal moves at most `2 * RUN` ids, and a count is two binary
+/// searches and a sum over fewer than `2 * n / RUN` run lengths.
+#[derive(Debug, Default)]
+struct LiveIds {
+    runs: Vec<Vec<Arc<str>>>,
+}
+
+impl LiveIds {
+    /// The run `id` belongs in: the first whose last id is not below it (or the last run).
+    fn run_of(&self, id: &str) -> usize {
+        let i = self
+            .runs
+            .partition_point(|r| r.last().is_some_and(|l| &**l < id));
+        i.min(self.runs.len().saturating_sub(1))
+    }
+
+    fn insert(&mut self, id: Arc<str>) {
+        if self.runs.is_empty() {
+            self.runs.push(vec![id]);
+            return;
+        }
+        let i = self.run_of(&id);
+        let run = &mut self.runs[i];
+        if let Err(at) = run.binary_search_by(|x| (**x).cmp(&*id)) {
+            run.insert(at, id);
+            if run.len() > 2 * RUN {
+                let upper = run.split_off(RUN);
+                self.runs.insert(i + 1, upper);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        let i = self.run_of(id);
+        let Some(run) = self.runs.get_mut(i) else {
+            return;
+        };
+        let Ok(at) = run.binary_search_by(|x| (**x).cmp(id)) else {
+            return;
+        };
+        run.remove(at);
+        let len = run.len();
+        if len == 0 {
+            self.runs.remove(i);
+        } else if self
+            .runs
+            .get(i + 1)
+            .is_some_and(|next| len + next.len() <= RUN)
+        {
+            let next = self.runs.remove(i + 1);
+            self.runs[i].extend(next);
+        }
+    }
+
+    /// How many ids sort before `key`.
+    fn below(&self, key: &str) -> u64 {
+        let i = self
+            .runs
+            .partition_point(|r| r.last().is_some_and(|l| &**l < key));
+        let before: usize = self.runs[..i].iter().map(Vec::len).sum();
+        let within = self
+            .runs
+            .get(i)
+            .map_or(0, |r| r.partition_point(|x| &**x < key));
+        (before + within) as u64
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -180,18 +273,10 @@ impl ChangesIndex {
                 }
                 p.ord += 1;
                 let ord = p.ord;
-                let key: Arc<str> = Arc::from(id);
                 let entry = Entry { ord, revs, deleted };
-                if let Some(old) = log.docs.insert(Arc::clone(&key), entry) {
+                if let Some(old) = log.put(Arc::from(id), entry) {
                     log.by_ord.remove(&old.ord);
-                    if old.deleted {
-                        log.deleted -= 1;
-                    }
                 }
-                if deleted {
-                    log.deleted += 1;
-                }
-                log.by_ord.insert(ord, key);
                 touched.push(Arc::clone(&log.notify));
                 changed += 1;
             }
@@ -314,6 +399,14 @@ impl ChangesIndex {
         })
     }
 
+    /// How many live documents of a namespace have ids sorting before the client id `key`:
+    /// CouchDB's `_all_docs` offset of a read starting there.
+    pub fn live_below(&self, partition: &str, key: &str) -> u64 {
+        self.namespaces
+            .get(partition)
+            .map_or(0, |log| log.live.below(key))
+    }
+
     /// Forgets a namespace (its virtual database was deleted).
     pub fn forget(&self, partition: &str) {
         if let Some((_, log)) = self.namespaces.remove(partition) {
@@ -363,12 +456,7 @@ impl ChangesIndex {
         for (partition, docs) in s.namespaces {
             let mut log = NsLog::default();
             for (id, entry) in docs {
-                let key: Arc<str> = Arc::from(id.as_str());
-                if entry.deleted {
-                    log.deleted += 1;
-                }
-                log.by_ord.insert(entry.ord, Arc::clone(&key));
-                log.docs.insert(key, entry);
+                log.put(Arc::from(id.as_str()), entry);
             }
             namespaces.insert(partition, log);
         }
@@ -517,6 +605,65 @@ mod tests {
         );
         assert_eq!(back.counts("u.d.e"), (1, 1));
         assert_eq!(back.backend_seq(), json!(2));
+    }
+
+    #[test]
+    fn live_ids_count_what_sorts_before_a_key() {
+        let mut live = LiveIds::default();
+        // Enough ids, inserted out of order, for several runs.
+        let ids: Vec<String> = (0..3000)
+            .map(|i| format!("d{:05}", (i * 7919) % 3000))
+            .collect();
+        for id in &ids {
+            live.insert(Arc::from(id.as_str()));
+        }
+        live.insert(Arc::from("d00005"));
+        assert!(live.runs.len() > 2);
+        assert_eq!(live.below(""), 0);
+        assert_eq!(live.below("d00000"), 0);
+        assert_eq!(live.below("d00005"), 5);
+        assert_eq!(live.below("d00005\u{0}"), 6);
+        assert_eq!(live.below("d02999"), 2999);
+        assert_eq!(live.below("e"), 3000);
+        for i in (0..3000).step_by(2) {
+            live.remove(&format!("d{i:05}"));
+        }
+        live.remove("absent");
+        assert_eq!(live.below("d01000"), 500);
+        assert_eq!(live.below("e"), 1500);
+        assert!(live
+            .runs
+            .iter()
+            .all(|r| !r.is_empty() && r.len() <= 2 * RUN));
+        assert!(live.runs.windows(2).all(|w| w[0].last() < w[1].first()));
+        for i in (1..3000).step_by(2) {
+            live.remove(&format!("d{i:05}"));
+        }
+        assert_eq!((live.below("e"), live.runs.len()), (0, 0));
+    }
+
+    #[test]
+    fn offsets_skip_deleted_documents() {
+        let ix = ChangesIndex::new();
+        ix.apply_page(
+            &json!(0),
+            &[
+                row("u.d.e:a", &["1-a"], false),
+                row("u.d.e:b", &["1-b"], false),
+                row("u.d.e:c", &["1-c"], false),
+                row("v.d.e:a", &["1-a"], false),
+            ],
+            &json!(4),
+        );
+        ix.apply_page(&json!(4), &[row("u.d.e:a", &["2-a"], true)], &json!(5));
+        assert_eq!(ix.live_below("u.d.e", "c"), 1);
+        assert_eq!(ix.live_below("u.d.e", "z"), 2);
+        assert_eq!(ix.live_below("w.d.e", "z"), 0);
+        ix.apply_page(&json!(5), &[row("u.d.e:a", &["3-a"], false)], &json!(6));
+        assert_eq!(ix.live_below("u.d.e", "c"), 2, "undeleted again");
+        let back = ChangesIndex::restore(ix.snapshot()).unwrap();
+        assert_eq!(back.live_below("u.d.e", "c"), 2);
+        assert_eq!(back.counts("u.d.e"), (3, 0));
     }
 
     #[tokio::test]

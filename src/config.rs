@@ -185,6 +185,12 @@ pub struct Args {
     #[arg(long, env = "COUCHGATE_CHANGES_SOURCE")]
     pub changes_source: Option<ChangesSource>,
 
+    /// Most rows of the shared feed one `_changes` request may read when it filters the feed
+    /// (`--changes-source filter`, or a `since` the index cannot resolve); the answer then ends
+    /// early with a `last_seq` to resume from, as after `limit` [default: 100000].
+    #[arg(long, env = "COUCHGATE_CHANGES_FILTER_SCAN_ROWS")]
+    pub changes_filter_scan_rows: Option<u64>,
+
     /// File the changes index is persisted to (every minute and at shutdown), so a restart
     /// does not re-read the whole feed [default: not persisted].
     #[arg(long, env = "COUCHGATE_INDEX_SNAPSHOT")]
@@ -333,6 +339,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub changes_source: ChangesSource,
+    pub changes_filter_scan_rows: u64,
     pub index_snapshot: Option<PathBuf>,
     pub log: String,
     pub header_read_timeout: Duration,
@@ -356,6 +363,7 @@ impl std::fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("tls", &self.tls.is_some())
             .field("changes_source", &self.changes_source)
+            .field("changes_filter_scan_rows", &self.changes_filter_scan_rows)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("body_read_timeout", &self.body_read_timeout)
@@ -404,6 +412,11 @@ impl Config {
             })
             .collect::<crate::Result<Vec<_>>>()?;
         let auth = auth_config(&a)?;
+        let changes_filter_scan_rows = match a.changes_filter_scan_rows {
+            None => 100_000,
+            Some(0) => return Err(bad("--changes-filter-scan-rows must be at least 1")),
+            Some(n) => n,
+        };
         if jwt_key.is_none()
             && jwt_key_files.is_empty()
             && auth.jwks_urls.is_empty()
@@ -475,6 +488,7 @@ impl Config {
             shutdown_timeout: secs(a.shutdown_timeout_secs, 10),
             tls,
             changes_source: a.changes_source.unwrap_or(ChangesSource::Index),
+            changes_filter_scan_rows,
             index_snapshot: a.index_snapshot,
             log: a.log.unwrap_or_else(|| "info".into()),
             header_read_timeout,
@@ -671,6 +685,8 @@ mod tests {
         assert!(c.couchdb_url.is_none());
         assert_eq!(c.database, "couchgate");
         assert_eq!(c.max_body_bytes, 64 << 20);
+        assert_eq!(c.changes_filter_scan_rows, 100_000);
+        assert!(parse(&["--changes-filter-scan-rows", "0"]).is_err());
         assert!(
             parse(&["--couchdb-url", "http://x:5984"]).is_err(),
             "no key"

@@ -5,6 +5,9 @@
 //! feed, `_bulk_get`, `_all_docs?include_docs`). Parsing runs on a stack that grows on demand
 //! (`serde_stacker`), after a linear pre-scan bounds the depth, so no input can exhaust the
 //! stack, whether couchgate parses it, serialises it or drops it ([`MAX_DEPTH`]).
+//!
+//! Backend answers wrap documents in a few levels of their own (`{"rows":[{"doc":...}]}`), so
+//! they are read with [`BACKEND_MAX_DEPTH`]: whatever a client could store reads back.
 
 use serde_json::Value;
 
@@ -13,6 +16,10 @@ use serde_json::Value;
 /// stack, so the bound keeps the deepest document far from a 2 MiB stack's end (a 3,000-deep
 /// value overflows one in a debug build).
 pub const MAX_DEPTH: usize = 1024;
+
+/// Deepest nesting accepted in a backend answer: a document of [`MAX_DEPTH`] inside the
+/// envelope of any CouchDB answer (`_changes`, `_all_docs`, `_bulk_get` add at most 5 levels).
+pub const BACKEND_MAX_DEPTH: usize = MAX_DEPTH + 8;
 
 /// Why a text is not acceptable JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +33,11 @@ pub enum Invalid {
 /// The deepest nesting of arrays and objects in `bytes`, ignoring brackets inside strings.
 /// Linear; stops counting past `MAX_DEPTH`.
 pub fn depth(bytes: &[u8]) -> usize {
+    depth_upto(bytes, MAX_DEPTH)
+}
+
+/// [`depth`], counting up to `limit` (it stops at the first level deeper).
+fn depth_upto(bytes: &[u8], limit: usize) -> usize {
     let (mut depth, mut max) = (0usize, 0usize);
     let (mut in_string, mut escaped) = (false, false);
     for &b in bytes {
@@ -43,7 +55,7 @@ pub fn depth(bytes: &[u8]) -> usize {
             b'[' | b'{' => {
                 depth += 1;
                 max = max.max(depth);
-                if max > MAX_DEPTH {
+                if max > limit {
                     return max;
                 }
             }
@@ -54,9 +66,16 @@ pub fn depth(bytes: &[u8]) -> usize {
     max
 }
 
-/// Parses one JSON value.
+/// Parses one JSON value nested at most [`MAX_DEPTH`] deep.
 pub fn parse(bytes: &[u8]) -> Result<Value, Invalid> {
-    if depth(bytes) > MAX_DEPTH {
+    parse_within(bytes, MAX_DEPTH)
+}
+
+/// Parses one JSON value nested at most `max_depth` deep (at most [`BACKEND_MAX_DEPTH`]: the
+/// stack bound of the module doc).
+pub fn parse_within(bytes: &[u8], max_depth: usize) -> Result<Value, Invalid> {
+    let max_depth = max_depth.min(BACKEND_MAX_DEPTH);
+    if depth_upto(bytes, max_depth) > max_depth {
         return Err(Invalid::TooDeep);
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -79,6 +98,20 @@ mod tests {
         assert_eq!(serde_json::to_vec(&v.clone()).unwrap().len(), 2 * MAX_DEPTH);
         let too_deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
         assert_eq!(parse(too_deep.as_bytes()), Err(Invalid::TooDeep));
+    }
+
+    #[test]
+    fn backend_answers_hold_the_deepest_document() {
+        let doc = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        let answer = format!(r#"{{"results":[{{"seq":1,"doc":{doc}}}]}}"#);
+        assert_eq!(parse(answer.as_bytes()), Err(Invalid::TooDeep));
+        assert!(parse_within(answer.as_bytes(), BACKEND_MAX_DEPTH).is_ok());
+        let n = BACKEND_MAX_DEPTH + 1;
+        let deeper = format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert_eq!(
+            parse_within(deeper.as_bytes(), usize::MAX),
+            Err(Invalid::TooDeep)
+        );
     }
 
     #[test]

@@ -20,6 +20,9 @@ use std::sync::Arc;
 /// Rows fetched from the backend per request.
 const PAGE: u64 = 1000;
 
+/// Keys looked up per backend request.
+const KEYS_CHUNK: usize = 1000;
+
 /// CouchDB's `?MAX_VIEW_LIMIT`, the largest `limit` it accepts.
 const MAX_LIMIT: u128 = 0x7FF_FFFF_FFFF_FFFF;
 
@@ -620,28 +623,36 @@ async fn position(st: &State, key: &str) -> Result<u64> {
 }
 
 /// The namespace's document count and, when asked, how many of its ids sort before `below`
-/// (a backing id inside the namespace). A few reads of the backend's offsets where it counts;
-/// otherwise (PouchDB Server, or a database where nothing sorts before the namespace's end, so
-/// the walk is one empty read) by counting.
+/// (a backing id inside the namespace). From the changes index when it is synced (no backend
+/// read); else a few reads of the backend's offsets where it counts; otherwise (PouchDB Server,
+/// or a database where nothing sorts before the namespace's end, so the walk is one empty
+/// read) by a bounded count ([`super::db::count_range`]).
 async fn counts(st: &State, ns: &Namespace, below: Option<&str>) -> Result<(u64, u64)> {
+    if let Some(f) = st.synced_index(ns).await {
+        let (live, _) = f.index.counts(ns.partition());
+        let at = below
+            .and_then(|b| ns.decode_id(b))
+            .map_or(0, |key| f.index.live_below(ns.partition(), &key));
+        return Ok((live, at));
+    }
     let at = async {
         match below {
             Some(b) => position(st, b).await,
             None => Ok(0),
         }
     };
-    let (low, high) = (ns.start_key(), ns.end_key());
-    let (low, high, at) = tokio::try_join!(position(st, &low), position(st, &high), at)?;
+    let (start, end) = (ns.start_key(), ns.end_key());
+    let (low, high, at) = tokio::try_join!(position(st, &start), position(st, &end), at)?;
     if high > 0 {
         return Ok((high.saturating_sub(low), at.saturating_sub(low)));
     }
     let walk = async {
         match below {
-            Some(b) => super::db::count_range(st, &ns.start_key(), b).await,
+            Some(b) => super::db::count_range(st, &start, b).await,
             None => Ok(0),
         }
     };
-    tokio::try_join!(super::db::count_docs(st, ns), walk)
+    tokio::try_join!(super::db::count_range(st, &start, &end), walk)
 }
 
 fn head(total_rows: u64, offset: Option<u64>, update_seq: Option<&Value>) -> String {
@@ -722,17 +733,20 @@ async fn by_keys(st: &State, ns: &Namespace, o: &Opts, keys: Vec<Value>) -> Resu
         })
         .collect();
     let fetch = async {
-        if forward.is_empty() {
-            return Ok(Vec::new());
-        }
         let url = st
             .backend
             .db_url(&format!("/_all_docs{}", query_string(doc_params(o))));
-        let (_, answer) = st
-            .backend
-            .json(Method::POST, &url, Some(&json!({ "keys": forward })))
-            .await?;
-        Ok(answer["rows"].as_array().cloned().unwrap_or_default())
+        let mut rows = Vec::with_capacity(forward.len());
+        for chunk in forward.chunks(KEYS_CHUNK) {
+            let (_, mut answer) = st
+                .backend
+                .json(Method::POST, &url, Some(&json!({ "keys": chunk })))
+                .await?;
+            if let Some(Value::Array(found)) = answer.get_mut("rows").map(Value::take) {
+                rows.extend(found);
+            }
+        }
+        Ok(rows)
     };
     let ((total, _), backend_rows) = tokio::try_join!(counts(st, ns, None), fetch)?;
     let mut backend_rows = backend_rows.into_iter();

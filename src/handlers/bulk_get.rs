@@ -13,6 +13,9 @@ use std::collections::HashMap;
 /// Boolean query parameters passed on when `true` (CouchDB ignores other values).
 const FLAGS: &[&str] = &["revs", "attachments", "latest", "att_encoding_info"];
 
+/// Items asked of the backend per request.
+const ITEMS_CHUNK: usize = 100;
+
 /// Parameters CouchDB refuses here: they belong in the items.
 const REFUSED: &[&str] = &["open_revs", "new_edits", "w", "rev", "atts_since"];
 
@@ -126,8 +129,8 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
         rounds.retain(|r| !r.is_empty());
     }
     let url = st.backend.db_url(&format!("/_bulk_get{query}"));
-    for round in rounds {
-        let items: Vec<&Value> = round.iter().map(|(_, v)| v).collect();
+    for chunk in rounds.iter().flat_map(|round| round.chunks(ITEMS_CHUNK)) {
+        let items: Vec<&Value> = chunk.iter().map(|(_, v)| v).collect();
         let (_, answer) = st
             .backend
             .json(Method::POST, &url, Some(&json!({ "docs": items })))
@@ -143,13 +146,13 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
                 by_id.insert(id.to_owned(), row.clone());
             }
         }
-        for (slot, item) in round {
+        for (slot, item) in chunk {
             let id = item["id"].as_str().unwrap_or("");
             let mut row = by_id.remove(id).ok_or_else(|| {
                 Error::BadGateway("_bulk_get answered without a requested document".into())
             })?;
             strip_result(st, ns, &mut row)?;
-            results[slot] = Some(row);
+            results[*slot] = Some(row);
         }
     }
     let results: Vec<Value> = results.into_iter().flatten().collect();

@@ -72,6 +72,8 @@ pub struct Batch {
     pub last: Position,
     /// `true` when the source had nothing more at the time.
     pub caught_up: bool,
+    /// Rows of the shared feed read for this batch (0 for the index).
+    pub scanned: u64,
 }
 
 impl Batch {
@@ -80,6 +82,7 @@ impl Batch {
             rows: vec![],
             last: at,
             caught_up: true,
+            scanned: 0,
         }
     }
 }
@@ -96,18 +99,21 @@ pub enum Source {
 const INDEX_BATCH: usize = 1000;
 
 /// The index when it can answer for this `since` (ready, caught up with this instance's writes
-/// to the namespace, and `since` is its own or a start), otherwise the filtered feed.
+/// to the namespace, and `since` is its own or a start, or the feed is descending, which reads
+/// the newest changes whatever `since` says), otherwise the filtered feed.
 async fn choose_source(st: &State, ns: &Namespace, opts: &Opts) -> (Source, Position) {
     if let Some(f) = st.synced_index(ns).await {
         let ix = &f.index;
+        let start = || Position {
+            backend: json!(0),
+            index: Some((ix.id().to_owned(), 0)),
+        };
         let since = match &opts.since {
-            Since::Zero => Some(Position {
-                backend: json!(0),
-                index: Some((ix.id().to_owned(), 0)),
-            }),
+            Since::Zero => Some(start()),
             Since::Now => Some(ix.position()),
             Since::At(p) => ix.ordinal_of(p).map(|_| p.clone()),
-        };
+        }
+        .or_else(|| opts.descending.then(start));
         if let Some(since) = since {
             return (Source::Index(Arc::clone(f)), since);
         }
@@ -138,7 +144,8 @@ impl Source {
         }
     }
 
-    /// Changes after `since`; with `wait`, waits that long when there are none yet.
+    /// Changes after `since`; with `wait`, waits that long when there are none yet. The
+    /// filtered feed reads at most `budget` rows of the shared feed.
     pub async fn fetch(
         &self,
         st: &State,
@@ -146,9 +153,13 @@ impl Source {
         opts: &Opts,
         since: &Position,
         wait: Option<Duration>,
+        budget: u64,
     ) -> Result<Batch> {
         match self {
-            Source::Filter => changes_filter::fetch(st, ns, opts, &since.backend, wait).await,
+            Source::Filter => {
+                let budget = usize::try_from(budget).unwrap_or(usize::MAX);
+                changes_filter::fetch(st, ns, opts, &since.backend, wait, budget).await
+            }
             Source::Index(f) => index_fetch(st, f, ns, opts, since, wait).await,
         }
     }
@@ -219,11 +230,25 @@ async fn index_fetch(
         rows,
         last,
         caught_up,
+        scanned: 0,
     })
 }
 
-/// Adds the documents for `include_docs`, in one batched backend read.
-async fn enrich(st: &State, ns: &Namespace, opts: &Opts, rows: &mut [Row]) -> Result<()> {
+/// Adds the documents for `include_docs`, in batched backend reads of at most
+/// [`INDEX_BATCH`] documents.
+pub(crate) async fn enrich(
+    st: &State,
+    ns: &Namespace,
+    opts: &Opts,
+    rows: &mut [Row],
+) -> Result<()> {
+    for chunk in rows.chunks_mut(INDEX_BATCH) {
+        enrich_batch(st, ns, opts, chunk).await?;
+    }
+    Ok(())
+}
+
+async fn enrich_batch(st: &State, ns: &Namespace, opts: &Opts, rows: &mut [Row]) -> Result<()> {
     let keys: Vec<String> = rows
         .iter()
         .filter_map(|r| {
@@ -430,7 +455,8 @@ pub async fn handle(
     let opts = parse(st, &query, body.as_ref())?;
     let (source, mut since) = choose_source(st, ns, &opts).await;
     // The first batch is read before answering, so a failing backend gets a proper status.
-    let first = source.fetch(st, ns, &opts, &since, None).await?;
+    let scan_cap = st.config.changes_filter_scan_rows;
+    let first = source.fetch(st, ns, &opts, &since, None, scan_cap).await?;
     if opts.since == Since::Now {
         since = first.last.clone();
     }
@@ -455,6 +481,8 @@ pub async fn handle(
             source,
             tx,
             sent: 0,
+            scanned: 0,
+            scan_cap,
             start: since.clone(),
             since,
             ends_at,
@@ -482,6 +510,9 @@ struct Driver<'a> {
     tx: ChunkSender,
     /// Rows sent so far.
     sent: u64,
+    /// Rows of the shared feed read so far, and the most one request may read.
+    scanned: u64,
+    scan_cap: u64,
     /// Position after the last row sent or skipped.
     since: Position,
     /// Where the feed started.
@@ -496,6 +527,9 @@ enum Stop {
     Gone,
     /// `limit` rows were sent.
     Limit,
+    /// The request read as many rows of the shared feed as one request may; `last_seq` says
+    /// where to resume, as after `limit`.
+    ScanCap,
 }
 
 impl Driver<'_> {
@@ -557,7 +591,14 @@ impl Driver<'_> {
             }
             batch = self
                 .source
-                .fetch(self.st, self.ns, self.opts, &self.since, None)
+                .fetch(
+                    self.st,
+                    self.ns,
+                    self.opts,
+                    &self.since,
+                    None,
+                    self.budget(),
+                )
                 .await?;
         }
         if self.opts.feed == Feed::Normal || (self.opts.feed == Feed::Longpoll && self.sent > 0) {
@@ -587,9 +628,14 @@ impl Driver<'_> {
             };
             let since = self.since.clone();
             let batch = {
-                let fetch = self
-                    .source
-                    .fetch(self.st, self.ns, self.opts, &since, Some(wait));
+                let fetch = self.source.fetch(
+                    self.st,
+                    self.ns,
+                    self.opts,
+                    &since,
+                    Some(wait),
+                    self.budget(),
+                );
                 tokio::pin!(fetch);
                 loop {
                     tokio::select! {
@@ -617,8 +663,14 @@ impl Driver<'_> {
         }
     }
 
-    /// Sends a batch's rows, advancing `since`.
+    /// Shared feed rows this request may still read.
+    fn budget(&self) -> u64 {
+        self.scan_cap.saturating_sub(self.scanned)
+    }
+
+    /// Sends a batch's rows, advancing `since`; stops the feed once the scan budget is spent.
     async fn send_batch(&mut self, batch: Batch) -> Option<Stop> {
+        self.scanned = self.scanned.saturating_add(batch.scanned);
         let mut chunk = String::new();
         for row in batch.rows {
             let seq = self.st.seqs.seal_position(&row.pos);
@@ -657,7 +709,7 @@ impl Driver<'_> {
         if !self.opts.descending {
             self.since = batch.last;
         }
-        None
+        (self.budget() == 0).then_some(Stop::ScanCap)
     }
 }
 

@@ -310,21 +310,41 @@ pub async fn unknown_revs(
         return Ok(HashSet::new());
     }
     let url = st.backend.db_url("/_revs_diff");
-    let (_, answer) = st
-        .backend
-        .json(Method::POST, &url, Some(&Value::Object(revs)))
-        .await?;
     let mut unknown = HashSet::new();
-    if let Value::Object(ids) = answer {
-        for (id, diff) in ids {
-            for rev in diff["missing"].as_array().into_iter().flatten() {
-                if let Some(rev) = rev.as_str() {
-                    unknown.insert((id.clone(), rev.to_owned()));
+    for chunk in map_chunks(revs, REVS_DIFF_CHUNK) {
+        let (_, answer) = st
+            .backend
+            .json(Method::POST, &url, Some(&Value::Object(chunk)))
+            .await?;
+        if let Value::Object(ids) = answer {
+            for (id, diff) in ids {
+                for rev in diff["missing"].as_array().into_iter().flatten() {
+                    if let Some(rev) = rev.as_str() {
+                        unknown.insert((id.clone(), rev.to_owned()));
+                    }
                 }
             }
         }
     }
     Ok(unknown)
+}
+
+/// Document ids per backend `_revs_diff` request.
+pub const REVS_DIFF_CHUNK: usize = 1000;
+
+/// `map` split into maps of at most `n` members, in order: a keys list forwarded in bounded
+/// backend requests.
+pub fn map_chunks(map: Map<String, Value>, n: usize) -> Vec<Map<String, Value>> {
+    let mut out: Vec<Map<String, Value>> = Vec::new();
+    for (k, v) in map {
+        match out.last_mut() {
+            Some(last) if last.len() < n => {
+                last.insert(k, v);
+            }
+            _ => out.push(Map::from_iter([(k, v)])),
+        }
+    }
+    out
 }
 
 /// Copies the named headers from a backend response onto ours.
@@ -339,6 +359,15 @@ pub fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, names: &[http::HeaderN
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn maps_split_into_bounded_chunks_in_order() {
+        let map: Map<String, Value> = (0..5).map(|i| (format!("k{i}"), Value::from(i))).collect();
+        let chunks = map_chunks(map.clone(), 2);
+        assert_eq!(chunks.iter().map(Map::len).collect::<Vec<_>>(), [2, 2, 1]);
+        assert_eq!(chunks.into_iter().flatten().collect::<Map<_, _>>(), map);
+        assert!(map_chunks(Map::new(), 2).is_empty());
+    }
 
     #[test]
     fn query_parsing() {

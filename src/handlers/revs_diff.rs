@@ -45,17 +45,17 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req, form: Form) -> Result<
             }
         }
     }
-    if !forward.is_empty() {
-        let path = match form {
-            Form::RevsDiff => "/_revs_diff",
-            Form::MissingRevs => "/_missing_revs",
-        };
+    let path = match form {
+        Form::RevsDiff => "/_revs_diff",
+        Form::MissingRevs => "/_missing_revs",
+    };
+    for chunk in super::map_chunks(forward, super::REVS_DIFF_CHUNK) {
         let (_, mut diff) = st
             .backend
             .json(
                 Method::POST,
                 &st.backend.db_url(path),
-                Some(&Value::Object(forward)),
+                Some(&Value::Object(chunk)),
             )
             .await?;
         if form == Form::MissingRevs {

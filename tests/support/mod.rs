@@ -3,6 +3,8 @@
 //! port), tokens, and a small HTTP client.
 #![allow(dead_code)]
 
+pub mod fake;
+
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
