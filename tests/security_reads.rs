@@ -144,7 +144,12 @@ async fn descending_feeds_read_a_bounded_tail() {
     let bob = filter.client("bob");
     fake.clear_requests();
     let answer = ok(bob.get("/notes/_changes?descending=true").await, "desc");
-    assert_eq!(ids_of(&answer), ["b3", "b2", "b1"], "{answer}");
+    let mut ids = ids_of(&answer);
+    if std::env::var_os("COUCHDB_URL").is_some() {
+        // A sharded CouchDB database's feed is in update order per shard only.
+        ids.sort_by(|a, b| b.cmp(a));
+    }
+    assert_eq!(ids, ["b3", "b2", "b1"], "{answer}");
     let reads = client_requests(&fake, "/_changes");
     assert_eq!(reads.len(), 1, "one bounded read: {reads:?}");
     assert_eq!(limit_of(&reads[0]), Some(50), "{reads:?}");
@@ -272,7 +277,9 @@ async fn keys_lists_are_forwarded_in_bounded_chunks() {
         bob.post("/notes/_revs_diff", Value::Object(diff)).await,
         "diff",
     );
-    assert_eq!(answer, json!({"d00001": {"missing": ["9-ffff"]}}));
+    // CouchDB adds `possible_ancestors`; PouchDB Server does not.
+    assert_eq!(answer.as_object().map(|m| m.len()), Some(1), "{answer}");
+    assert_eq!(answer["d00001"]["missing"], json!(["9-ffff"]), "{answer}");
     let posts = client_requests(&fake, "/_revs_diff");
     assert_eq!(posts.len(), 3, "{posts:?}");
 

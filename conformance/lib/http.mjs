@@ -19,15 +19,18 @@ function describe(url) {
 /**
  * A fetch for PouchDB's `fetch` option.
  * - `auth()` returns the Authorization header value to send now (the *current* token), or null.
- * - `on401()` is called when a request is answered 401; if it resolves true (a new token is
- *   available) the request is sent once more with the new auth, as an app's interceptor would.
+ * - `on401(res, sentAuth)` is called when a request is answered 401, with the Authorization
+ *   value that request carried; if it resolves true (a new token is available) the request is
+ *   sent once more with the new auth, as an app's interceptor would.
  * - every request is counted in `stats` (several clients may share one stats object).
  */
 export function makeClientFetch({ auth = () => null, on401 = null, stats = newStats() } = {}) {
   const f = async (url, opts = {}) => {
+    let sentAuth = null;
     const send = () => {
       const headers = new nodeFetch.Headers(opts.headers || {});
       const a = auth();
+      sentAuth = a;
       if (a) headers.set('Authorization', a);
       stats.requests++;
       const method = opts.method || 'GET';
@@ -47,7 +50,7 @@ export function makeClientFetch({ auth = () => null, on401 = null, stats = newSt
     let res = await send();
     if (res.status === 401) {
       stats.unauthorized++;
-      if (on401 && (await on401(res.clone()))) {
+      if (on401 && (await on401(res.clone(), sentAuth))) {
         await res.arrayBuffer().catch(() => {});
         res = await send();
         if (res.status === 401) stats.unauthorized++;
