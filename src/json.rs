@@ -17,6 +17,16 @@ use serde_json::Value;
 /// value overflows one in a debug build).
 pub const MAX_DEPTH: usize = 1024;
 
+/// The strings of a JSON array (a list of roles, of epochs); anything else counts as none.
+pub fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(String::from)
+        .collect()
+}
+
 /// Deepest nesting accepted in a backend answer: a document of [`MAX_DEPTH`] inside the
 /// envelope of any CouchDB answer (`_changes`, `_all_docs`, `_bulk_get` add at most 5 levels).
 pub const BACKEND_MAX_DEPTH: usize = MAX_DEPTH + 8;

@@ -70,13 +70,7 @@ impl Meta {
         Meta {
             rev: doc["_rev"].as_str().map(String::from),
             epoch: doc["epoch"].as_str().map(String::from),
-            dropped: doc["dropped"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect(),
+            dropped: crate::json::strings(&doc["dropped"]),
         }
     }
 

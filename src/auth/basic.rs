@@ -63,13 +63,7 @@ impl Account {
         }
         Account {
             fingerprint: h.finalize().into(),
-            roles: doc["roles"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect(),
+            roles: crate::json::strings(&doc["roles"]),
         }
     }
 
