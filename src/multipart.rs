@@ -38,17 +38,49 @@ fn malformed() -> Error {
 
 /// The boundary parameter of a `multipart/...` content type, read as case-sensitive text.
 pub fn boundary(content_type: &str) -> Result<String> {
-    content_type
-        .split(';')
-        .skip(1)
-        .find_map(|p| {
-            let (k, v) = p.trim().split_once('=')?;
-            k.trim()
-                .eq_ignore_ascii_case("boundary")
-                .then(|| v.trim().trim_matches('"').to_owned())
-        })
+    params(content_type)
+        .into_iter()
+        .find_map(|(k, v)| k.eq_ignore_ascii_case("boundary").then_some(v))
         .filter(|b| !b.is_empty())
         .ok_or_else(|| Error::bad_request("multipart/related without a boundary"))
+}
+
+/// The `; name=value` parameters after a header's first item (RFC 9110 section 5.6.6), values
+/// unquoted: a quoted value may hold `;` and backslash escapes. A parameter without `=` is
+/// skipped.
+fn params(value: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut chars = value.chars().peekable();
+    // Skip the first item (`attachment`, `multipart/related`).
+    while chars.next_if(|&c| c != ';').is_some() {}
+    while chars.next().is_some() {
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|&c| c != '=' && c != ';') {
+            key.push(c);
+        }
+        if chars.next_if_eq(&'=').is_none() {
+            continue;
+        }
+        while chars.next_if(|c| *c == ' ' || *c == '\t').is_some() {}
+        let mut val = String::new();
+        if chars.next_if_eq(&'"').is_some() {
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' => break,
+                    '\\' => val.extend(chars.next()),
+                    c => val.push(c),
+                }
+            }
+            while chars.next_if(|&c| c != ';').is_some() {}
+        } else {
+            while let Some(c) = chars.next_if(|&c| c != ';') {
+                val.push(c);
+            }
+            val.truncate(val.trim_end().len());
+        }
+        out.push((key.trim().to_owned(), val));
+    }
+    out
 }
 
 /// One part: its headers (names lower-cased, values trimmed) and its body.
@@ -68,23 +100,17 @@ impl Part {
 
     /// The file name of `Content-Disposition` (`filename="..."` or RFC 5987 `filename*=`).
     pub fn filename(&self) -> Option<String> {
-        let disposition = self.header("content-disposition")?;
         let mut plain = None;
-        for param in disposition.split(';').skip(1) {
-            let Some((k, v)) = param.trim().split_once('=') else {
-                continue;
-            };
-            match k.trim().to_ascii_lowercase().as_str() {
-                "filename*" => {
-                    let v = v.trim();
-                    let encoded = v.get(..7).filter(|p| p.eq_ignore_ascii_case("utf-8''"))?;
-                    let decoded = percent_encoding::percent_decode_str(&v[encoded.len()..])
-                        .decode_utf8()
-                        .ok()?;
-                    return Some(decoded.into_owned());
-                }
-                "filename" => plain = Some(v.trim().trim_matches('"').to_owned()),
-                _ => {}
+        for (k, v) in params(self.header("content-disposition")?) {
+            if k.eq_ignore_ascii_case("filename*") {
+                let encoded = v.get(..7).filter(|p| p.eq_ignore_ascii_case("utf-8''"))?;
+                let decoded = percent_encoding::percent_decode_str(&v[encoded.len()..])
+                    .decode_utf8()
+                    .ok()?;
+                return Some(decoded.into_owned());
+            }
+            if k.eq_ignore_ascii_case("filename") {
+                plain = Some(v);
             }
         }
         plain
@@ -286,6 +312,37 @@ mod tests {
         }];
         let atts = attachments(&follows, r.rest)?;
         Ok((r.doc, atts.into_iter().map(|a| (a.name, a.data)).collect()))
+    }
+
+    #[test]
+    fn parameters_keep_quoted_semicolons_and_escapes() {
+        assert_eq!(
+            params(r#"attachment; filename="a;b \"c\".txt" ; size=3;flag"#),
+            vec![
+                ("filename".to_owned(), r#"a;b "c".txt"#.to_owned()),
+                ("size".to_owned(), "3".to_owned()),
+            ]
+        );
+        assert_eq!(params("attachment"), vec![]);
+        assert_eq!(
+            params("attachment; filename=\"open"),
+            vec![("filename".to_owned(), "open".to_owned())]
+        );
+    }
+
+    #[test]
+    fn built_parts_name_their_attachment_whatever_its_name() {
+        for name in ["a;b.txt", "x\"y", "é;\\", " lead"] {
+            let data = Bytes::from_static(b"12345");
+            let atts = vec![Attachment {
+                name: name.into(),
+                content_type: "text/plain".into(),
+                data,
+            }];
+            let (ct, built) = build(b"{}", &atts);
+            let parsed = parse(&built, &boundary(&ct).unwrap()).unwrap();
+            assert_eq!(parsed.rest[0].filename().as_deref(), Some(name));
+        }
     }
 
     #[test]
