@@ -446,6 +446,26 @@ pub fn backend_error(status: StatusCode, body: &Value) -> Error {
     }
 }
 
+/// The backend query parameters asking for document bodies and their parts, shared by
+/// `_all_docs`, `_changes` and the batched reads behind them.
+pub fn doc_flags(
+    include_docs: bool,
+    conflicts: bool,
+    attachments: bool,
+    att_encoding_info: bool,
+) -> Vec<(&'static str, String)> {
+    [
+        ("include_docs", include_docs),
+        ("conflicts", conflicts),
+        ("attachments", attachments),
+        ("att_encoding_info", att_encoding_info),
+    ]
+    .into_iter()
+    .filter(|(_, on)| *on)
+    .map(|(name, _)| (name, "true".to_owned()))
+    .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -180,21 +180,20 @@ pub struct Args {
     #[arg(long, env = "COUCHGATE_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
 
-    /// Where `_changes` rows come from: `index` (a per-namespace index fed by one upstream
-    /// follower) or `filter` (each request filters the shared feed) [default: index].
-    #[arg(long, env = "COUCHGATE_CHANGES_SOURCE")]
-    pub changes_source: Option<ChangesSource>,
+    /// Directory for the changes index (one file per backing database) [default:
+    /// `$XDG_STATE_HOME/couchgate`, else `~/.local/state/couchgate`; the demo backend's own
+    /// temporary folder in demo mode].
+    #[arg(long, env = "COUCHGATE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 
-    /// Most rows of the shared feed one `_changes` request may read when it filters the feed
-    /// (`--changes-source filter`, or a `since` the index cannot resolve); the answer then ends
-    /// early with a `last_seq` to resume from, as after `limit` [default: 100000].
-    #[arg(long, env = "COUCHGATE_CHANGES_FILTER_SCAN_ROWS")]
-    pub changes_filter_scan_rows: Option<u64>,
+    /// Memory the changes index may use to cache its file, in MiB [default: 64].
+    #[arg(long, env = "COUCHGATE_INDEX_CACHE_MIB")]
+    pub index_cache_mib: Option<u64>,
 
-    /// File the changes index is persisted to (every minute and at shutdown), so a restart
-    /// does not re-read the whole feed [default: not persisted].
-    #[arg(long, env = "COUCHGATE_INDEX_SNAPSHOT")]
-    pub index_snapshot: Option<PathBuf>,
+    /// How long a `_changes` request waits for a changes index that is still being built for
+    /// the first time before it gets 503, in seconds [default: 30].
+    #[arg(long, env = "COUCHGATE_CHANGES_READY_WAIT_SECS")]
+    pub changes_ready_wait_secs: Option<u64>,
 
     /// Log filter, in tracing-subscriber's EnvFilter syntax [default: info].
     #[arg(long, env = "COUCHGATE_LOG")]
@@ -219,14 +218,6 @@ pub struct Args {
     /// the backend's `_users` does): allows --basic-auth beside token keys.
     #[arg(long, env = "COUCHGATE_SHARED_IDENTITIES", num_args = 0..=1, default_missing_value = "true")]
     pub shared_identities: Option<bool>,
-}
-
-/// Where `_changes` rows come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ChangesSource {
-    Index,
-    Filter,
 }
 
 /// Which names of virtual databases users may use.
@@ -338,9 +329,10 @@ pub struct Config {
     pub backend_pool_idle: usize,
     pub shutdown_timeout: Duration,
     pub tls: Option<(PathBuf, PathBuf)>,
-    pub changes_source: ChangesSource,
-    pub changes_filter_scan_rows: u64,
-    pub index_snapshot: Option<PathBuf>,
+    /// `None`: the default, chosen at start (see [`Config::data_dir`]).
+    pub data_dir: Option<PathBuf>,
+    pub index_cache_bytes: usize,
+    pub changes_ready_wait: Duration,
     pub log: String,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
@@ -362,8 +354,8 @@ impl std::fmt::Debug for Config {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_connections", &self.max_connections)
             .field("tls", &self.tls.is_some())
-            .field("changes_source", &self.changes_source)
-            .field("changes_filter_scan_rows", &self.changes_filter_scan_rows)
+            .field("data_dir", &self.data_dir)
+            .field("index_cache_bytes", &self.index_cache_bytes)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("body_read_timeout", &self.body_read_timeout)
@@ -412,10 +404,10 @@ impl Config {
             })
             .collect::<crate::Result<Vec<_>>>()?;
         let auth = auth_config(&a)?;
-        let changes_filter_scan_rows = match a.changes_filter_scan_rows {
-            None => 100_000,
-            Some(0) => return Err(bad("--changes-filter-scan-rows must be at least 1")),
-            Some(n) => n,
+        let index_cache_bytes = match a.index_cache_mib {
+            None => 64 << 20,
+            Some(0) => return Err(bad("--index-cache-mib must be at least 1")),
+            Some(n) => usize::try_from(n.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
         };
         if jwt_key.is_none()
             && jwt_key_files.is_empty()
@@ -487,9 +479,9 @@ impl Config {
             backend_pool_idle: a.backend_pool_idle.unwrap_or(64),
             shutdown_timeout: secs(a.shutdown_timeout_secs, 10),
             tls,
-            changes_source: a.changes_source.unwrap_or(ChangesSource::Index),
-            changes_filter_scan_rows,
-            index_snapshot: a.index_snapshot,
+            data_dir: a.data_dir,
+            index_cache_bytes,
+            changes_ready_wait: secs(a.changes_ready_wait_secs, 30),
             log: a.log.unwrap_or_else(|| "info".into()),
             header_read_timeout,
             idle_timeout,
@@ -685,8 +677,8 @@ mod tests {
         assert!(c.couchdb_url.is_none());
         assert_eq!(c.database, "couchgate");
         assert_eq!(c.max_body_bytes, 64 << 20);
-        assert_eq!(c.changes_filter_scan_rows, 100_000);
-        assert!(parse(&["--changes-filter-scan-rows", "0"]).is_err());
+        assert_eq!(c.index_cache_bytes, 64 << 20);
+        assert!(parse(&["--index-cache-mib", "0"]).is_err());
         assert!(
             parse(&["--couchdb-url", "http://x:5984"]).is_err(),
             "no key"

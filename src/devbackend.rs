@@ -13,7 +13,8 @@ use tokio::process::{Child, Command};
 pub struct DevBackend {
     pub url: String,
     _child: Child,
-    _dir: PathBuf,
+    /// The backend's working folder.
+    pub dir: PathBuf,
 }
 
 /// The Node project holding PouchDB Server.
@@ -88,7 +89,7 @@ pub async fn start() -> Result<DevBackend> {
     Ok(DevBackend {
         url,
         _child: child,
-        _dir: dir,
+        dir,
     })
 }
 

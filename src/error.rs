@@ -73,6 +73,9 @@ pub enum Error {
     BadGateway(String),
 
     // --- our own fault ---
+    /// couchgate cannot answer yet (its changes index is still being built); retry shortly.
+    #[error("{0}")]
+    NotReady(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -119,7 +122,7 @@ impl Error {
             | Error::BackendUnavailable(_)
             | Error::BackendTimeout(_)
             | Error::BadGateway(_) => Fault::Backend,
-            Error::Internal(_) => Fault::Couchgate,
+            Error::NotReady(_) | Error::Internal(_) => Fault::Couchgate,
         }
     }
 
@@ -143,7 +146,7 @@ impl Error {
             Error::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Backend { status, .. } => *status,
-            Error::BackendUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::BackendUnavailable(_) | Error::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::BackendTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -172,7 +175,7 @@ impl Error {
             Error::NotImplemented(_) => "not_implemented",
             Error::TooManyRequests { .. } => "too_many_requests",
             Error::Backend { error, .. } => error,
-            Error::BackendUnavailable(_) => "service_unavailable",
+            Error::BackendUnavailable(_) | Error::NotReady(_) => "service_unavailable",
             Error::BackendTimeout(_) => "gateway_timeout",
             Error::BadGateway(_) => "bad_gateway",
             Error::Internal(_) => "internal_server_error",
@@ -312,6 +315,12 @@ mod tests {
                 Fault::Backend,
             ),
             (Error::BadGateway(s()), 502, "bad_gateway", Fault::Backend),
+            (
+                Error::NotReady(s()),
+                503,
+                "service_unavailable",
+                Fault::Couchgate,
+            ),
             (
                 Error::Internal(s()),
                 500,

@@ -32,6 +32,8 @@ async fn main() -> ExitCode {
         None => match devbackend::start().await {
             Ok(d) => {
                 let url = d.url.clone();
+                // The demo's backend lives as long as the process; so does its index.
+                config.data_dir.get_or_insert_with(|| d.dir.join("index"));
                 _dev = Some(d);
                 config.couchdb_url = Some(url.clone());
                 url
@@ -118,10 +120,8 @@ async fn main() -> ExitCode {
     }
     let state = std::sync::Arc::clone(&proxy.state);
     server::run(listener, proxy, acceptor, limits, server::shutdown_signal()).await;
-    if let Some(f) = &state.follower {
-        if let Err(e) = f.save_snapshot().await {
-            tracing::warn!(error = %e.reason(), "could not save the changes index snapshot");
-        }
+    if let Err(e) = state.changes.close().await {
+        tracing::warn!(error = %e.reason(), "could not close the changes index cleanly");
     }
     ExitCode::SUCCESS
 }

@@ -4,58 +4,18 @@
 use crate::auth::{Authenticator, ClientAddr, Identity};
 use crate::backend::Backend;
 use crate::body::{json_response, require_json_content_type, Body};
-use crate::changes_follower::Follower;
-use crate::config::{ChangesSource, Config};
-use crate::cors::Cors;
+use crate::config::Config;
 use crate::error::{Error, Fault, Result};
 use crate::handlers::revs_diff::Form;
-use crate::handlers::{self, Req};
+use crate::handlers::{self, only, Req};
 use crate::routing::{self, DbEndpoint, Route};
-use crate::seq::SeqCodec;
-use crate::vdb::Registry;
+use crate::state::State;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 use std::net::IpAddr;
 use std::sync::Arc;
 use tracing::Instrument;
-
-/// Shared state of one couchgate instance.
-#[derive(Debug)]
-pub struct State {
-    pub config: Config,
-    pub backend: Backend,
-    pub registry: Arc<Registry>,
-    pub seqs: SeqCodec,
-    pub auth: Authenticator,
-    pub cors: Cors,
-    /// The changes index and its follower, unless `--changes-source filter`.
-    pub follower: Option<Arc<Follower>>,
-    /// The shared database's `cluster` settings (q, n, w, r), read once: every virtual
-    /// database has them, and they say nothing about other users.
-    pub cluster: tokio::sync::OnceCell<serde_json::Value>,
-}
-
-/// How long a request waits for the changes index to catch up with this instance's writes.
-const INDEX_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-impl State {
-    /// The changes index, when it is on, ready, and holds every write acknowledged through
-    /// this instance to `ns`; `None` means: ask the backend instead.
-    pub async fn synced_index(&self, ns: &crate::namespace::Namespace) -> Option<&Arc<Follower>> {
-        let f = self.follower.as_ref()?;
-        f.wait_synced(ns.partition(), INDEX_SYNC_WAIT)
-            .await
-            .then_some(f)
-    }
-
-    /// Records a write acknowledged to the client, for read-your-writes in `_changes`.
-    pub fn note_write(&self, ns: &crate::namespace::Namespace) {
-        if let Some(f) = &self.follower {
-            f.note_write(ns.partition());
-        }
-    }
-}
 
 /// Cheap to clone; one per connection.
 #[derive(Debug, Clone)]
@@ -66,24 +26,11 @@ pub struct Proxy {
 const SERVER: &str = concat!("couchgate/", env!("CARGO_PKG_VERSION"));
 
 impl Proxy {
-    /// Builds the proxy; with the changes index configured, starts its follower (so this runs
-    /// inside a tokio runtime).
+    /// Builds the proxy and starts its background tasks (so this runs inside a tokio
+    /// runtime).
     pub fn new(config: Config, backend: Backend) -> Result<Proxy> {
-        let auth = Authenticator::new(&config, &backend)?;
-        auth.start();
-        let follower = (config.changes_source == ChangesSource::Index)
-            .then(|| Follower::start(backend.clone(), config.index_snapshot.clone()));
         Ok(Proxy {
-            state: Arc::new(State {
-                seqs: SeqCodec::new(&config.seq_secret()),
-                registry: Arc::new(Registry::new(backend.clone())),
-                cors: Cors::new(&config.cors),
-                follower,
-                cluster: tokio::sync::OnceCell::new(),
-                auth,
-                backend,
-                config,
-            }),
+            state: Arc::new(State::start(config, backend)?),
         })
     }
 
@@ -123,6 +70,10 @@ impl Proxy {
                     // request, and the client must not put one on it.
                     r.headers_mut()
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                if matches!(e, Error::NotReady(_)) {
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
                 }
                 if let Error::TooManyRequests { retry_after, .. } = e {
                     r.headers_mut()
@@ -196,7 +147,7 @@ impl Proxy {
                 }
                 Method::POST => handlers::session::post(st, req, peer).await,
                 Method::DELETE => Ok(handlers::session::delete(st)),
-                _ => Err(not_allowed(&[
+                _ => Err(handlers::not_allowed(&[
                     Method::GET,
                     Method::HEAD,
                     Method::POST,
@@ -372,44 +323,9 @@ fn with_renewal(mut resp: Response<Body>, who: &Identity) -> Response<Body> {
     resp
 }
 
-/// CouchDB's 405 for a method an endpoint does not serve.
-pub fn only(method: &Method, allowed: &[Method]) -> Result<()> {
-    if allowed.contains(method) {
-        Ok(())
-    } else {
-        Err(not_allowed(allowed))
-    }
-}
-
-/// The 405 error naming the methods an endpoint serves.
-pub fn not_allowed(allowed: &[Method]) -> Error {
-    let names: Vec<&str> = allowed.iter().map(Method::as_str).collect();
-    Error::MethodNotAllowed(format!("Only {} allowed", names.join(",")))
-}
-
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::config::Args;
-    use clap::Parser;
-
-    /// A state for pure tests; its backend is never contacted.
-    pub fn state() -> State {
-        let args = Args::try_parse_from([
-            "couchgate",
-            "--couchdb-url",
-            "http://127.0.0.1:9",
-            "--jwt-secret",
-            "0123456789abcdef0123456789abcdef",
-            "--changes-source",
-            "filter",
-        ])
-        .unwrap();
-        let config = Config::from_args(args).unwrap();
-        let backend = Backend::new(config.couchdb_url.as_deref().unwrap(), &config).unwrap();
-        let proxy = Proxy::new(config, backend).unwrap();
-        Arc::try_unwrap(proxy.state).unwrap()
-    }
 
     #[test]
     fn writes() {
@@ -438,11 +354,4 @@ pub(crate) mod tests {
         assert!(is_write(&ep(DbEndpoint::EnsureFullCommit), &Method::POST));
     }
 
-    #[test]
-    fn methods() {
-        assert!(only(&Method::GET, &[Method::GET]).is_ok());
-        let e = only(&Method::PATCH, &[Method::GET, Method::HEAD]).unwrap_err();
-        assert_eq!(e.status(), 405);
-        assert_eq!(e.reason(), "Only GET,HEAD allowed");
-    }
 }

@@ -108,6 +108,7 @@ export async function startCouchgate({ bin, backendUrl, database, secret, dir, e
       '--couchdb-url', backendUrl,
       '--database', database,
       '--jwt-secret', secret,
+      '--data-dir', path.join(dir, 'couchgate-data'),
       '--cors-origins', `http://127.0.0.1:${PAGE_PORT}`,
       ...extraArgs,
     ];

@@ -7,7 +7,7 @@
 
 use couchgate::namespace::{decode_component, encode_component, set_id, Namespace};
 use couchgate::routing::{self, Route};
-use couchgate::seq::SeqCodec;
+use couchgate::changes::positions::{Position, SeqCodec};
 use serde_json::Value;
 
 /// The epoch every fuzzed namespace uses: the shape `vdb` gives epochs.
@@ -116,18 +116,29 @@ pub fn json_rewrite(data: &[u8]) {
     assert_eq!(value["_id"], Value::String(client));
 }
 
-/// Any text given as `since` or as a token is answered without panicking, and a sealed
-/// backend sequence opens to itself.
+/// Any text given as `since` or as a token, in any namespace, is answered without panicking;
+/// a sealed position opens to itself in its own namespace and in no other.
 pub fn seq_tokens(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
     let codec = SeqCodec::new(b"fuzz secret");
-    let _ = codec.open(text);
-    let _ = codec.since(&Value::String(text.to_owned()));
-    let seq = Value::String(text.to_owned());
-    let opened = codec.open(&codec.seal(&seq)).expect("a sealed token opens");
-    assert_eq!(opened.backend, seq);
+    let half = (text.len() / 2..=text.len())
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(text.len());
+    let (partition, rest) = text.split_at(half);
+    let _ = codec.open(partition, rest);
+    let _ = codec.since(partition, rest);
+    let mut index = [0u8; 8];
+    for (slot, b) in index.iter_mut().zip(rest.bytes()) {
+        *slot = b;
+    }
+    let n = rest.bytes().fold(0u64, |n, b| n.rotate_left(5) ^ u64::from(b));
+    let pos = Position { index, n };
+    let token = codec.seal(partition, pos);
+    assert_eq!(codec.open(partition, &token), Some(pos));
+    let other = format!("{partition}x");
+    assert_eq!(codec.open(&other, &token), None);
 }
 
 /// Fields: boundary, body. A body either is refused or is rebuilt into one that parses back to

@@ -12,7 +12,7 @@ use crate::backend::query_string;
 use crate::body::{self, Body, ChunkSender};
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
-use crate::proxy::State;
+use crate::state::State;
 use http::{header, HeaderValue, Method, Response};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -588,7 +588,7 @@ fn offset_base(ns: &Namespace, o: &Opts) -> Before {
 }
 
 fn doc_params(o: &Opts) -> Vec<(&'static str, String)> {
-    super::doc_flags(
+    crate::backend::doc_flags(
         o.include_docs,
         o.conflicts,
         o.attachments,
@@ -628,11 +628,11 @@ async fn position(st: &State, key: &str) -> Result<u64> {
 /// or a database where nothing sorts before the namespace's end, so the walk is one empty
 /// read) by a bounded count ([`super::db::count_range`]).
 async fn counts(st: &State, ns: &Namespace, below: Option<&str>) -> Result<(u64, u64)> {
-    if let Some(f) = st.synced_index(ns).await {
-        let (live, _) = f.index.counts(ns.partition());
-        let at = below
-            .and_then(|b| ns.decode_id(b))
-            .map_or(0, |key| f.index.live_below(ns.partition(), &key));
+    if let Some((live, _)) = st.changes.counts(ns).await? {
+        let at = match below.and_then(|b| ns.decode_id(b)) {
+            Some(key) => st.changes.live_below(ns, &key).await?.unwrap_or(0),
+            None => 0,
+        };
         return Ok((live, at));
     }
     let at = async {
@@ -826,11 +826,7 @@ async fn by_range(st: &Arc<State>, ns: &Namespace, o: Opts) -> Result<Response<B
         if !o.update_seq {
             return Ok(None);
         }
-        let (_, info) = st
-            .backend
-            .json(Method::GET, &st.backend.db_url(""), None)
-            .await?;
-        Ok(Some(Value::String(st.seqs.seal(&info["update_seq"]))))
+        Ok(Some(Value::String(st.changes.update_seq(ns).await?)))
     };
     let first = async {
         match &fetch {

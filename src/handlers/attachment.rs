@@ -6,7 +6,8 @@ use crate::backend::{backend_error, encode_component, encode_doc_id, parse_json}
 use crate::body::{self, Body};
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
-use crate::proxy::{not_allowed, State};
+use crate::state::State;
+use super::not_allowed;
 use http::{header, HeaderName, Method, Response};
 
 /// Request headers passed to the backend.

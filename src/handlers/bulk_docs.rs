@@ -9,7 +9,7 @@ use super::{offload, Req};
 use crate::body::{self, json_response, Body};
 use crate::error::{Error, Result};
 use crate::namespace::{set_id, Namespace};
-use crate::proxy::State;
+use crate::state::State;
 use crate::validate;
 use http::{Method, Response, StatusCode};
 use serde_json::{json, Map, Value};

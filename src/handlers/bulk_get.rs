@@ -4,7 +4,7 @@ use super::Req;
 use crate::body::{json_response, Body};
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
-use crate::proxy::State;
+use crate::state::State;
 use crate::validate;
 use http::{Method, Response, StatusCode};
 use serde_json::{json, Map, Value};

@@ -6,7 +6,7 @@ use crate::backend::query_string;
 use crate::body::{json_response, Body};
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
-use crate::proxy::State;
+use crate::state::State;
 use http::{header, HeaderValue, Method, Response, StatusCode};
 use rand::RngCore;
 use serde_json::{json, Value};
@@ -43,9 +43,7 @@ pub async fn handle(st: &State, who: &Identity, db: &str, req: Req) -> Result<Re
                 ));
             }
             let old = st.registry.delete(&who.user, db).await?;
-            if let Some(f) = &st.follower {
-                f.index.forget(old.partition());
-            }
+            st.changes.forget(&old).await?;
             Ok(json_response(StatusCode::OK, &json!({"ok": true})))
         }
         Method::POST => {
@@ -61,24 +59,12 @@ pub async fn handle(st: &State, who: &Identity, db: &str, req: Req) -> Result<Re
 
 /// `GET /{db}`: figures of this namespace only, never of the shared database.
 async fn info(st: &State, ns: &Namespace, db: &str) -> Result<Response<Body>> {
-    let (doc_count, doc_del_count, update_seq) = match st.synced_index(ns).await {
-        Some(f) => {
-            let (live, deleted) = f.index.counts(ns.partition());
-            (live, deleted, st.seqs.seal_position(&f.index.position()))
-        }
-        None => {
-            let (_, shared) = st
-                .backend
-                .json(Method::GET, &st.backend.db_url(""), None)
-                .await?;
-            // Without the index, deleted documents are not counted.
-            (
-                count_range(st, &ns.start_key(), &ns.end_key()).await?,
-                0,
-                st.seqs.seal(&shared["update_seq"]),
-            )
-        }
+    let (doc_count, doc_del_count) = match st.changes.counts(ns).await? {
+        Some(counts) => counts,
+        // Without the index, deleted documents are not counted.
+        None => (count_range(st, &ns.start_key(), &ns.end_key()).await?, 0),
     };
+    let update_seq = st.changes.update_seq(ns).await?;
     let cluster = st
         .cluster
         .get_or_try_init(|| async {

@@ -10,7 +10,7 @@ use crate::body::{self, json_response, Body};
 use crate::error::{Error, Result};
 use crate::multipart;
 use crate::namespace::{set_id, Namespace};
-use crate::proxy::State;
+use crate::state::State;
 use crate::validate::{self, check_rev, rev_list_param};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
@@ -337,8 +337,19 @@ pub async fn require_exists(st: &State, ns: &Namespace, id: &str) -> Result<()> 
 /// A backend document as the client must see it.
 pub fn strip_doc(st: &State, ns: &Namespace, doc: &mut Value) -> Result<()> {
     ns.strip_doc(doc)?;
-    if let Some(seq) = doc.get_mut("_local_seq") {
-        *seq = Value::String(st.seqs.seal(seq));
+    if let Some(obj) = doc.as_object_mut() {
+        if obj.contains_key("_local_seq") {
+            // The backend's number counts the shared database; the namespace's own is the
+            // document's place in its history.
+            let n = obj
+                .get("_id")
+                .and_then(Value::as_str)
+                .and_then(|id| st.changes.index.doc_n(ns.partition(), id).ok().flatten());
+            match n {
+                Some(n) => obj.insert("_local_seq".into(), Value::from(n)),
+                None => obj.remove("_local_seq"),
+            };
+        }
     }
     Ok(())
 }

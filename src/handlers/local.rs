@@ -5,7 +5,7 @@ use super::Req;
 use crate::body::Body;
 use crate::error::Result;
 use crate::namespace::Namespace;
-use crate::proxy::State;
+use crate::state::State;
 use http::Response;
 
 pub async fn handle(st: &State, ns: &Namespace, id: &str, req: Req) -> Result<Response<Body>> {

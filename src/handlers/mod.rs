@@ -15,7 +15,7 @@ pub mod stubs;
 
 use crate::body::{self, read_json, TimedBody};
 use crate::error::{Error, Result};
-use crate::proxy::State;
+use crate::state::State;
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 use hyper::body::Incoming;
@@ -258,26 +258,6 @@ pub fn bool_of(v: &Value, key: &str) -> Result<Option<bool>> {
     }
 }
 
-/// The backend query parameters asking for document bodies and their parts, shared by
-/// `_all_docs`, `_changes` and the batched reads behind them.
-pub fn doc_flags(
-    include_docs: bool,
-    conflicts: bool,
-    attachments: bool,
-    att_encoding_info: bool,
-) -> Vec<(&'static str, String)> {
-    [
-        ("include_docs", include_docs),
-        ("conflicts", conflicts),
-        ("attachments", attachments),
-        ("att_encoding_info", att_encoding_info),
-    ]
-    .into_iter()
-    .filter(|(_, on)| *on)
-    .map(|(name, _)| (name, "true".to_owned()))
-    .collect()
-}
-
 /// Request bodies of at least this many bytes are parsed, checked and rebuilt on the blocking
 /// pool: that work is linear, but on a large body it would still hold a runtime thread (and
 /// every connection waiting on it) for milliseconds.
@@ -356,6 +336,21 @@ pub fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, names: &[http::HeaderN
     }
 }
 
+/// CouchDB's 405 for a method an endpoint does not serve.
+pub fn only(method: &Method, allowed: &[Method]) -> Result<()> {
+    if allowed.contains(method) {
+        Ok(())
+    } else {
+        Err(not_allowed(allowed))
+    }
+}
+
+/// The 405 error naming the methods an endpoint serves.
+pub fn not_allowed(allowed: &[Method]) -> Error {
+    let names: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+    Error::MethodNotAllowed(format!("Only {} allowed", names.join(",")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,5 +373,13 @@ mod tests {
         assert!(q.bool("bad").is_err());
         assert!(q.u64("a").unwrap() == Some(2));
         assert!(Query::parse("since[]=1").get("since").is_none());
+    }
+
+    #[test]
+    fn methods() {
+        assert!(only(&Method::GET, &[Method::GET]).is_ok());
+        let e = only(&Method::PATCH, &[Method::GET, Method::HEAD]).unwrap_err();
+        assert_eq!(e.status(), 405);
+        assert_eq!(e.reason(), "Only GET,HEAD allowed");
     }
 }

@@ -6,7 +6,7 @@ use super::Req;
 use crate::auth::Identity;
 use crate::body::{json_response, read_limited, Body};
 use crate::error::{Error, Result};
-use crate::proxy::State;
+use crate::state::State;
 use http::{header, HeaderValue, Response, StatusCode};
 use serde_json::{json, Value};
 use std::net::IpAddr;

@@ -23,7 +23,7 @@
 
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
-use crate::proxy::State;
+use crate::state::State;
 use http::Method;
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};

@@ -273,6 +273,7 @@ async fn serve(mut s: TcpStream, upstream: String, script: Script, http: reqwest
 pub struct FakeGate {
     pub url: String,
     child: Child,
+    _data: Option<tempfile::TempDir>,
 }
 
 impl Drop for FakeGate {
@@ -284,6 +285,7 @@ impl Drop for FakeGate {
 
 impl FakeGate {
     pub fn start(backend_url: &str, extra: &[&str]) -> FakeGate {
+        let (data_flag, data) = super::data_dir_unless_given(extra);
         let mut child = Command::new(env!("CARGO_BIN_EXE_couchgate"))
             .args(["--listen", "127.0.0.1:0", "--couchdb-url", backend_url])
             .args([
@@ -293,6 +295,7 @@ impl FakeGate {
                 super::SECRET,
             ])
             .args(extra)
+            .args(&data_flag)
             .env("COUCHGATE_LOG", "error")
             .stdout(Stdio::piped())
             // Why it could not start, if it cannot, shows in the test's output.
@@ -308,7 +311,11 @@ impl FakeGate {
             .strip_prefix("couchgate listening on ")
             .unwrap_or_else(|| panic!("couchgate did not start: {line:?}"))
             .to_owned();
-        FakeGate { url, child }
+        FakeGate {
+            url,
+            child,
+            _data: data,
+        }
     }
 
     pub fn client(&self, user: &str) -> Client {

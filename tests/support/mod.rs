@@ -168,6 +168,19 @@ pub struct Gate {
     pub backend_url: String,
     child: Child,
     stderr: Option<std::thread::JoinHandle<String>>,
+    /// The data directory couchgate was given when the test gave none.
+    _data: Option<tempfile::TempDir>,
+}
+
+/// `--data-dir` for a couchgate whose test does not choose one: a fresh directory, removed
+/// with the returned guard.
+pub fn data_dir_unless_given(args: &[&str]) -> (Vec<String>, Option<tempfile::TempDir>) {
+    if args.contains(&"--data-dir") {
+        return (vec![], None);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let flag = vec!["--data-dir".into(), dir.path().display().to_string()];
+    (flag, Some(dir))
 }
 
 impl Drop for Gate {
@@ -216,9 +229,11 @@ impl Gate {
     /// Runs the binary with `--couchdb-url`, `--database` and `args`, and waits for its
     /// listening line.
     fn spawn(backend: &Backend, database: &str, args: &[&str]) -> Gate {
+        let (data_flag, data) = data_dir_unless_given(args);
         let mut child = Command::new(env!("CARGO_BIN_EXE_couchgate"))
             .args(["--couchdb-url", &backend.url, "--database", database])
             .args(args)
+            .args(&data_flag)
             .env("COUCHGATE_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -244,6 +259,7 @@ impl Gate {
             backend_url: backend.url.clone(),
             child,
             stderr: Some(stderr),
+            _data: data,
         }
     }
 

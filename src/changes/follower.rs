@@ -1,6 +1,7 @@
 //! The one upstream follower of an instance: reads the shared database's `_changes` feed into
 //! the [`ChangesIndex`], resumes where it stopped (after a backend restart, with backoff; after
-//! a couchgate restart, from the snapshot), and gives writers read-your-writes.
+//! a couchgate restart, from the backend sequence the index stored), and gives writers
+//! read-your-writes.
 //!
 //! The feed is read in bounded pages (`limit`), then followed with `feed=longpoll`: one upstream
 //! connection, identical behaviour on CouchDB and PouchDB Server, and a natural place to stop
@@ -16,12 +17,11 @@
 //! other backend the follower asks `_all_docs` for the winner of each document with several
 //! leaves, once per page, when it reads the page.
 
+use super::index::ChangesIndex;
 use crate::backend::{Backend, ChangesPage};
-use crate::changes_index::{ChangesIndex, Snapshot};
 use crate::error::{Error, Result};
 use dashmap::DashMap;
 use serde_json::Value;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,8 +31,6 @@ use tokio::sync::{watch, Notify};
 const PAGE: usize = 1000;
 /// How long one upstream longpoll waits.
 const LONGPOLL: Duration = Duration::from_secs(55);
-/// How often the snapshot is written when the index changed.
-const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 pub struct Follower {
@@ -42,7 +40,6 @@ pub struct Follower {
     writes: AtomicU64,
     last_write: DashMap<String, u64>,
     synced: watch::Sender<u64>,
-    snapshot_path: Option<PathBuf>,
     /// Whether the backend lists leaf revisions winner first; learnt from `GET /`.
     winner_first: std::sync::OnceLock<bool>,
 }
@@ -73,28 +70,19 @@ pub fn put_winners_first(rows: &mut [Value], winners: &std::collections::HashMap
 }
 
 impl Follower {
-    /// Loads the snapshot at `snapshot_path` if there is a usable one, and starts following.
-    pub fn start(backend: Backend, snapshot_path: Option<PathBuf>) -> Arc<Follower> {
-        let source = backend.db_url("");
-        let index = snapshot_path
-            .as_ref()
-            .and_then(|p| load_snapshot(p, &source))
-            .unwrap_or_default();
+    /// Starts following the backend into `index`.
+    pub fn start(backend: Backend, index: Arc<ChangesIndex>) -> Arc<Follower> {
         let (synced, _) = watch::channel(0);
         let f = Arc::new(Follower {
-            index: Arc::new(index),
+            index,
             backend,
             kick: Notify::new(),
             writes: AtomicU64::new(0),
             last_write: DashMap::new(),
             synced,
-            snapshot_path,
             winner_first: std::sync::OnceLock::new(),
         });
         tokio::spawn(Arc::clone(&f).follow());
-        if f.snapshot_path.is_some() {
-            tokio::spawn(Arc::clone(&f).snapshots());
-        }
         f
     }
 
@@ -199,8 +187,9 @@ impl Follower {
         loop {
             let since = self.index.backend_seq();
             let page = self.fetch(&since, false).await?;
-            self.index.apply_page(&since, &page.rows, &page.last_seq);
-            if page.rows.len() < page.asked {
+            let full = page.rows.len() >= page.asked;
+            self.apply(page).await?;
+            if !full {
                 return Ok(());
             }
         }
@@ -219,7 +208,7 @@ impl Follower {
             }
             backoff = Duration::from_millis(100);
             if !self.index.is_ready() {
-                let (namespaces, docs) = self.index.size();
+                let (namespaces, docs) = self.index.size().unwrap_or_default();
                 tracing::info!(namespaces, docs, elapsed = ?started.elapsed(), "changes index ready");
                 self.index.set_ready();
             }
@@ -230,7 +219,12 @@ impl Follower {
             tokio::select! {
                 r = tokio::time::timeout(LONGPOLL + Duration::from_secs(1), self.fetch(&since, true)) => {
                     match r {
-                        Ok(Ok(page)) => { self.index.apply_page(&since, &page.rows, &page.last_seq); }
+                        Ok(Ok(page)) => {
+                            if let Err(e) = self.apply(page).await {
+                                tracing::warn!(error = %e, "changes follower: storing a page failed");
+                                tokio::time::sleep(backoff).await;
+                            }
+                        }
                         Ok(Err(e)) => {
                             tracing::warn!(error = %e, "changes follower: longpoll failed");
                             tokio::time::sleep(backoff).await;
@@ -243,67 +237,14 @@ impl Follower {
         }
     }
 
-    /// Writes the snapshot now; called periodically and at shutdown.
-    pub async fn save_snapshot(&self) -> Result<()> {
-        let Some(path) = self.snapshot_path.clone() else {
-            return Ok(());
-        };
+    /// Applies a page on the blocking pool (it writes to disk).
+    async fn apply(&self, page: ChangesPage<Value>) -> Result<()> {
         let index = Arc::clone(&self.index);
-        let source = self.backend.db_url("");
-        tokio::task::spawn_blocking(move || {
-            let mut snap = index.snapshot();
-            snap.source = source;
-            write_snapshot(&path, &snap)
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
+        tokio::task::spawn_blocking(move || index.apply_page(&page.rows, &page.last_seq))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        Ok(())
     }
-
-    async fn snapshots(self: Arc<Self>) {
-        let mut saved = None;
-        loop {
-            tokio::time::sleep(SNAPSHOT_EVERY).await;
-            let now = self.index.position();
-            if !self.index.is_ready() || saved.as_ref() == Some(&now) {
-                continue;
-            }
-            match self.save_snapshot().await {
-                Ok(()) => saved = Some(now),
-                Err(e) => tracing::warn!(error = %e, "writing the changes index snapshot failed"),
-            }
-        }
-    }
-}
-
-fn write_snapshot(path: &std::path::Path, snap: &Snapshot) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let io = |e: std::io::Error| Error::Internal(format!("{}: {e}", tmp.display()));
-    let file = std::fs::File::create(&tmp).map_err(io)?;
-    let mut w = std::io::BufWriter::new(file);
-    serde_json::to_writer(&mut w, snap).map_err(|e| Error::Internal(e.to_string()))?;
-    let file = w.into_inner().map_err(|e| io(e.into_error()))?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    Ok(())
-}
-
-fn load_snapshot(path: &std::path::Path, source: &str) -> Option<ChangesIndex> {
-    let file = std::fs::File::open(path).ok()?;
-    let snap: Snapshot = match serde_json::from_reader(std::io::BufReader::new(file)) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, path = %path.display(), "ignoring an unreadable changes index snapshot");
-            return None;
-        }
-    };
-    if snap.source != source {
-        tracing::warn!(path = %path.display(), "ignoring a changes index snapshot of another database");
-        return None;
-    }
-    let index = ChangesIndex::restore(snap)?;
-    let (namespaces, docs) = index.size();
-    tracing::info!(namespaces, docs, "changes index restored from its snapshot");
-    Some(index)
 }
 
 #[cfg(test)]
