@@ -353,5 +353,4 @@ mod tests {
         assert!(is_write(&ep(DbEndpoint::BulkDocs), &Method::POST));
         assert!(is_write(&ep(DbEndpoint::EnsureFullCommit), &Method::POST));
     }
-
 }

@@ -1287,12 +1287,9 @@ use support::fake::{Fake, FakeGate, Fault};
 async fn backend_faults_become_gateway_errors_and_the_gate_recovers() {
     let backend = Backend::start();
     let fake = Fake::start(&backend.url);
-    // The filter source: the index's follower would read the feed through the fake too and
-    // could take an armed fault meant for a client request.
-    let mut gate = FakeGate::start(
-        &fake.url(),
-        &["--backend-timeout-secs", "1", "--changes-source", "filter"],
-    );
+    // The follower reads the shared feed through the fake too, so no fault is armed for a
+    // pattern its requests (`/_changes?style=all_docs...`) contain.
+    let mut gate = FakeGate::start(&fake.url(), &["--backend-timeout-secs", "1"]);
     let alice = gate.client("alice");
     alice.create_db("notes").await;
     let rev = ok(alice.put("/notes/faulty", json!({"v": 1})).await, "doc")["rev"]
@@ -1315,8 +1312,13 @@ async fn backend_faults_become_gateway_errors_and_the_gate_recovers() {
                 Some(json!({"v": 2})),
             ),
             r("/_all_docs", Method::GET, "/notes/_all_docs", None),
-            r("/_all_docs", Method::GET, "/notes", None),
-            r("/_changes", Method::GET, "/notes/_changes", None),
+            // `_changes` and `GET /{db}` are the index's; only documents come from the backend.
+            r(
+                "include_docs=true",
+                Method::GET,
+                "/notes/_changes?include_docs=true",
+                None,
+            ),
             r(
                 "/_bulk_docs",
                 Method::POST,
@@ -1387,10 +1389,7 @@ async fn backend_faults_become_gateway_errors_and_the_gate_recovers() {
 async fn backend_down_is_service_unavailable_and_recovers() {
     let backend = Backend::start();
     let mut fake = Fake::start(&backend.url);
-    let mut gate = FakeGate::start(
-        &fake.url(),
-        &["--backend-timeout-secs", "5", "--changes-source", "filter"],
-    );
+    let mut gate = FakeGate::start(&fake.url(), &["--backend-timeout-secs", "5"]);
     let alice = gate.client("alice");
     alice.create_db("notes").await;
     ok(alice.put("/notes/doc", json!({"v": 1})).await, "doc");
@@ -1398,11 +1397,11 @@ async fn backend_down_is_service_unavailable_and_recovers() {
     fake.stop();
     let down: Vec<(Method, &str, Option<Value>)> = vec![
         (Method::GET, "/notes/doc", None),
-        (Method::GET, "/notes", None),
         (Method::PUT, "/notes/doc2", Some(json!({}))),
         (Method::PUT, "/fresh", None),
         (Method::GET, "/notes/_all_docs", None),
-        (Method::GET, "/notes/_changes", None),
+        // Rows come from the index, documents from the backend.
+        (Method::GET, "/notes/_changes?include_docs=true", None),
         (
             Method::POST,
             "/notes/_bulk_docs",

@@ -1,6 +1,6 @@
 //! Reads one user can make expensive or break for others: a deeply nested document in the
-//! shared feed, unbounded backend reads (descending feeds, long filtered scans, huge keys
-//! lists) and `_all_docs` offsets counted by walking the namespace.
+//! shared feed, unbounded backend reads (descending feeds, instance switches, huge keys lists)
+//! and `_all_docs` offsets counted by walking the namespace.
 //!
 //! Every test runs against a real backend (PouchDB Server, or `COUCHDB_URL`); where the test
 //! counts what couchgate asks of the backend, the backend sits behind [`Fake`], which passes
@@ -70,19 +70,19 @@ fn limit_of(request: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// User A stores documents nested 200 levels and as deep as couchgate accepts; B's feed, read
-/// by filtering the shared feed (a `since` the index cannot resolve), still answers with B's
+/// User A stores documents nested 200 levels and as deep as couchgate accepts; B's feed (read
+/// from the start and resumed from a token of another instance) still answers with B's
 /// documents, and A reads its own back.
 #[tokio::test]
 async fn a_deep_document_of_one_user_leaves_every_other_feed_whole() {
     let backend = Backend::start();
-    let gate = Gate::start(&backend, &[]);
+    let db = support::unique_db();
+    let gate = Gate::start_on(&backend, &db, "127.0.0.1:0", &[]);
+    let other = Gate::start_on(&backend, &db, "127.0.0.1:0", &[]);
     let (alice, bob) = (gate.client("alice"), gate.client("bob"));
     alice.create_db("notes").await;
     bob.create_db("notes").await;
-    // A token without an index position (as `_all_docs?update_seq=true` hands out) makes
-    // `_changes` filter the shared feed.
-    let token = ok(bob.get("/notes/_all_docs?update_seq=true").await, "token")["update_seq"]
+    let token = ok(other.client("bob").get("/notes/_changes").await, "token")["last_seq"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -95,131 +95,101 @@ async fn a_deep_document_of_one_user_leaves_every_other_feed_whole() {
     }
     ok(bob.put("/notes/b2", json!({"v": 2})).await, "b2");
 
-    for feed in ["normal", "longpoll"] {
-        let path = format!("/notes/_changes?include_docs=true&feed={feed}&since={token}");
-        let answer = ok(bob.get(&path).await, "bob's filtered feed");
-        assert_eq!(ids_of(&answer), ["b1", "b2"], "{feed}: {answer}");
-        assert_eq!(answer["results"][1]["doc"]["v"], 2, "{answer}");
+    for since in ["0", token.as_str()] {
+        for feed in ["normal", "longpoll"] {
+            let path = format!("/notes/_changes?include_docs=true&feed={feed}&since={since}");
+            let answer = ok(bob.get(&path).await, "bob's feed");
+            assert_eq!(ids_of(&answer), ["b1", "b2"], "{feed}: {answer}");
+            assert_eq!(answer["results"][1]["doc"]["v"], 2, "{answer}");
+        }
     }
-    // Alice reads her own deep documents back, from the filter and from the index.
-    for since in [format!("&since={token}"), String::new()] {
-        let path = format!("/notes/_changes?include_docs=true{since}");
-        let answer = deep_ok(alice.get(&path).await);
-        assert_eq!(ids_of(&answer), ["deep200", "deepest"], "{since}");
-        let doc = &answer["results"][1]["doc"];
-        assert_eq!(doc["_id"], "deepest");
-        assert_eq!(doc["deep"], deep_doc(couchgate::json::MAX_DEPTH)["deep"]);
-    }
+    let answer = deep_ok(alice.get("/notes/_changes?include_docs=true").await);
+    assert_eq!(ids_of(&answer), ["deep200", "deepest"]);
+    let doc = &answer["results"][1]["doc"];
+    assert_eq!(doc["_id"], "deepest");
+    assert_eq!(doc["deep"], deep_doc(couchgate::json::MAX_DEPTH)["deep"]);
     let all = deep_ok(alice.get("/notes/_all_docs?include_docs=true").await);
     assert_eq!(all["rows"][1]["doc"]["_id"], "deepest");
 }
 
-/// A descending feed never reads the whole shared feed: from the index when it is synced,
-/// whatever `since` says; on the filter path one request for the newest
-/// `--changes-filter-scan-rows` rows.
+/// A descending feed is the index's newest entries, whatever `since` says: no read of the
+/// shared feed.
 #[tokio::test]
-async fn descending_feeds_read_a_bounded_tail() {
+async fn descending_feeds_never_read_the_shared_feed() {
     let backend = Backend::start();
     let fake = Fake::start(&backend.url);
-    let filter = FakeGate::start(
-        &fake.url(),
-        &[
-            "--changes-source",
-            "filter",
-            "--changes-filter-scan-rows",
-            "50",
-        ],
-    );
-    let indexed = FakeGate::start(&fake.url(), &[]);
-    for gate in [&filter, &indexed] {
-        let (alice, bob) = (gate.client("alice"), gate.client("bob"));
-        alice.create_db("notes").await;
-        bob.create_db("notes").await;
-        write_many(&alice, "notes", "a", 120).await;
-        for id in ["b1", "b2", "b3"] {
-            ok(bob.put(&format!("/notes/{id}"), json!({})).await, id);
-        }
-    }
-
-    let bob = filter.client("bob");
-    fake.clear_requests();
-    let answer = ok(bob.get("/notes/_changes?descending=true").await, "desc");
-    let mut ids = ids_of(&answer);
-    if std::env::var_os("COUCHDB_URL").is_some() {
-        // A sharded CouchDB database's feed is in update order per shard only.
-        ids.sort_by(|a, b| b.cmp(a));
-    }
-    assert_eq!(ids, ["b3", "b2", "b1"], "{answer}");
-    let reads = client_requests(&fake, "/_changes");
-    assert_eq!(reads.len(), 1, "one bounded read: {reads:?}");
-    assert_eq!(limit_of(&reads[0]), Some(50), "{reads:?}");
-
-    let bob = indexed.client("bob");
-    let token = ok(bob.get("/notes/_all_docs?update_seq=true").await, "token")["update_seq"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    fake.clear_requests();
-    let path = format!("/notes/_changes?descending=true&since={token}");
-    let answer = ok(bob.get(&path).await, "indexed desc");
-    assert_eq!(ids_of(&answer), ["b3", "b2", "b1"], "{answer}");
-    let reads = client_requests(&fake, "/_changes");
-    assert!(reads.is_empty(), "answered from the index: {reads:?}");
-}
-
-/// A filtered feed reads at most `--changes-filter-scan-rows` rows of the shared feed per
-/// request, in bounded pages, and ends with a `last_seq` from which the next request resumes
-/// without losing a change.
-#[tokio::test]
-async fn filtered_scans_are_capped_and_resume_where_they_stopped() {
-    let backend = Backend::start();
-    let fake = Fake::start(&backend.url);
-    let gate = FakeGate::start(
-        &fake.url(),
-        &[
-            "--changes-source",
-            "filter",
-            "--changes-filter-scan-rows",
-            "100",
-        ],
-    );
+    let gate = FakeGate::start(&fake.url(), &[]);
     let (alice, bob) = (gate.client("alice"), gate.client("bob"));
     alice.create_db("notes").await;
     bob.create_db("notes").await;
-    ok(bob.put("/notes/b0", json!({})).await, "b0");
-    write_many(&alice, "notes", "a", 250).await;
-    ok(bob.put("/notes/b1", json!({})).await, "b1");
-    ok(bob.put("/notes/b2", json!({})).await, "b2");
-
-    let mut seen = Vec::new();
-    let mut since = "0".to_owned();
-    let mut requests = 0;
-    loop {
-        fake.clear_requests();
-        let answer = ok(
-            bob.get(&format!("/notes/_changes?since={since}")).await,
-            "feed",
-        );
-        requests += 1;
-        let reads = client_requests(&fake, "/_changes");
-        let asked: u64 = reads.iter().filter_map(|r| limit_of(r)).sum();
-        assert!(
-            !reads.is_empty() && asked <= 100 && reads.iter().all(|r| limit_of(r).is_some()),
-            "at most 100 shared rows per request, each read bounded: {reads:?}"
-        );
-        seen.extend(ids_of(&answer));
-        let next = answer["last_seq"].as_str().unwrap().to_owned();
-        if answer["results"].as_array().unwrap().is_empty() && next == since {
-            break;
-        }
-        since = next;
-        assert!(requests < 10, "the feed must come to an end");
+    write_many(&alice, "notes", "a", 120).await;
+    for id in ["b1", "b2", "b3"] {
+        ok(bob.put(&format!("/notes/{id}"), json!({})).await, id);
     }
-    assert_eq!(seen, ["b0", "b1", "b2"], "nothing lost, nothing repeated");
-    assert!(
-        requests >= 3,
-        "254 shared rows need several capped requests"
+    let token = ok(bob.get("/notes/_changes?limit=1").await, "token")["last_seq"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for since in ["0", "now", token.as_str()] {
+        fake.clear_requests();
+        let path = format!("/notes/_changes?descending=true&since={since}");
+        let answer = ok(bob.get(&path).await, "desc");
+        assert_eq!(ids_of(&answer), ["b3", "b2", "b1"], "{answer}");
+        let reads = client_requests(&fake, "/_changes");
+        assert!(reads.is_empty(), "answered from the index: {reads:?}");
+    }
+}
+
+/// A token another instance issued (or one from before a lost index) costs the caller's own
+/// documents, replayed from the index, and no read of the shared feed, however many
+/// documents other users have.
+#[tokio::test]
+async fn a_foreign_token_costs_only_the_callers_own_documents() {
+    let backend = Backend::start();
+    let fake = Fake::start(&backend.url);
+    let db = support::unique_db();
+    let a = FakeGate::start_on(&fake.url(), &db, &[]);
+    let b = FakeGate::start_on(&fake.url(), &db, &[]);
+    let (alice, bob) = (a.client("alice"), a.client("bob"));
+    alice.create_db("notes").await;
+    bob.create_db("notes").await;
+    write_many(&alice, "notes", "a", 500).await;
+    for id in ["b0", "b1", "b2"] {
+        ok(bob.put(&format!("/notes/{id}"), json!({})).await, id);
+    }
+    let from_a = ok(bob.get("/notes/_changes").await, "a")["last_seq"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bob_b = b.client("bob");
+    // Wait until instance b's index has bob's documents.
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while ids_of(&ok(bob_b.get("/notes/_changes").await, "b")).len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "instance b never indexed bob's documents"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    fake.clear_requests();
+    let answer = ok(
+        bob_b.get(&format!("/notes/_changes?since={from_a}")).await,
+        "switch",
     );
+    assert_eq!(
+        ids_of(&answer),
+        ["b0", "b1", "b2"],
+        "replayed, nothing else"
+    );
+    let reads: Vec<String> = client_requests(&fake, "/");
+    assert!(reads.is_empty(), "no backend read at all: {reads:?}");
+    // b's own token resumes exactly.
+    let from_b = answer["last_seq"].as_str().unwrap();
+    let answer = ok(
+        bob_b.get(&format!("/notes/_changes?since={from_b}")).await,
+        "resume",
+    );
+    assert_eq!(ids_of(&answer), Vec::<String>::new());
 }
 
 /// Long `keys` lists go to the backend in bounded chunks, and the answers are exactly those of

@@ -5,9 +5,9 @@
 //!
 //! Inputs with several fields are split on the byte `0xff`, which never occurs in UTF-8.
 
+use couchgate::changes::positions::{Position, SeqCodec};
 use couchgate::namespace::{decode_component, encode_component, set_id, Namespace};
 use couchgate::routing::{self, Route};
-use couchgate::changes::positions::{Position, SeqCodec};
 use serde_json::Value;
 
 /// The epoch every fuzzed namespace uses: the shape `vdb` gives epochs.
@@ -133,7 +133,9 @@ pub fn seq_tokens(data: &[u8]) {
     for (slot, b) in index.iter_mut().zip(rest.bytes()) {
         *slot = b;
     }
-    let n = rest.bytes().fold(0u64, |n, b| n.rotate_left(5) ^ u64::from(b));
+    let n = rest
+        .bytes()
+        .fold(0u64, |n, b| n.rotate_left(5) ^ u64::from(b));
     let pos = Position { index, n };
     let token = codec.seal(partition, pos);
     assert_eq!(codec.open(partition, &token), Some(pos));

@@ -303,16 +303,13 @@ impl ChangesIndex {
                 let gen = revs.iter().map(|r| generation(r)).max().unwrap_or(1);
                 let old_gen = old.map_or(0, |(_, _, g)| g);
                 n = n.saturating_add(gen.saturating_sub(old_gen).clamp(1, MAX_GAIN));
-                match old {
-                    Some((old_n, old_deleted, _)) => {
-                        log.remove((partition, old_n)).map_err(store_err)?;
-                        if old_deleted {
-                            dead -= 1;
-                        } else {
-                            live -= 1;
-                        }
+                if let Some((old_n, old_deleted, _)) = old {
+                    log.remove((partition, old_n)).map_err(store_err)?;
+                    if old_deleted {
+                        dead = dead.saturating_sub(1);
+                    } else {
+                        live = live.saturating_sub(1);
                     }
-                    None => {}
                 }
                 if deleted {
                     dead += 1;
@@ -505,7 +502,10 @@ impl ChangesIndex {
             let end = after_partition(partition);
             let mut log = w.open_table(LOG).map_err(store_err)?;
             log.retain_in(
-                (Bound::Included((partition, 0)), Bound::Excluded((end.as_str(), 0))),
+                (
+                    Bound::Included((partition, 0)),
+                    Bound::Excluded((end.as_str(), 0)),
+                ),
                 |_, _| false,
             )
             .map_err(store_err)?;
@@ -589,13 +589,21 @@ mod tests {
         assert_eq!(q.last, 3, "three edits: a twice, b once");
         assert_eq!(ix.counts("u.d.e").unwrap(), (1, 1));
         assert_eq!(ix.counts("v.d.e").unwrap(), (1, 0));
-        assert_eq!(ix.size().unwrap(), (2, 3), "metadata documents are not indexed");
+        assert_eq!(
+            ix.size().unwrap(),
+            (2, 3),
+            "metadata documents are not indexed"
+        );
         let after_b = q.rows[0].n;
         assert_eq!(
             ids(&ix.query("u.d.e", after_b, 100, false, None).unwrap()),
             ["a"]
         );
-        assert!(ix.query("u.d.e", q.last, 100, false, None).unwrap().rows.is_empty());
+        assert!(ix
+            .query("u.d.e", q.last, 100, false, None)
+            .unwrap()
+            .rows
+            .is_empty());
         assert_eq!(ids(&ix.query("u.d.e", 0, 1, true, None).unwrap()), ["a"]);
         assert_eq!(ids(&ix.query("u.d.e", 0, 1, false, None).unwrap()), ["b"]);
         assert_eq!(ix.pending("u.d.e", after_b, false).unwrap(), 1);
@@ -705,7 +713,11 @@ mod tests {
         assert_eq!(ix.counts("u.d.e").unwrap(), (3, 0));
         ix.forget("u.d.e").unwrap();
         assert_eq!(ix.counts("u.d.e").unwrap(), (0, 0));
-        assert!(ix.query("u.d.e", 0, 10, false, None).unwrap().rows.is_empty());
+        assert!(ix
+            .query("u.d.e", 0, 10, false, None)
+            .unwrap()
+            .rows
+            .is_empty());
         assert_eq!(ix.counts("v.d.e").unwrap(), (1, 0));
         assert_eq!(ix.counts("u.d.e\u{0}x").unwrap(), (1, 0));
     }

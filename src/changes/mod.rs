@@ -61,7 +61,10 @@ impl Changes {
         ready_wait: Duration,
     ) -> Result<Changes> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
-            Error::Internal(format!("cannot create data dir {}: {e}", data_dir.display()))
+            Error::Internal(format!(
+                "cannot create data dir {}: {e}",
+                data_dir.display()
+            ))
         })?;
         let source = backend.db_url("");
         let path = index_path(data_dir, &source);

@@ -112,10 +112,7 @@ impl SeqCodec {
         }
         let index = plain[1..1 + INDEX_ID_LEN].try_into().ok()?;
         let sealed_n = u64::from_be_bytes(plain[1 + INDEX_ID_LEN..].try_into().ok()?);
-        (n.parse::<u64>().ok()? == sealed_n).then_some(Position {
-            index,
-            n: sealed_n,
-        })
+        (n.parse::<u64>().ok()? == sealed_n).then_some(Position { index, n: sealed_n })
     }
 
     /// Interprets a client's `since` in `partition`. `None` is text that is no sequence of
@@ -158,7 +155,13 @@ mod tests {
         assert!(t.starts_with("17-"), "{t}");
         assert_eq!(b.open("u.d.e", &t), Some(pos));
         assert_eq!(a.seal("u.d.e", pos), t, "deterministic");
-        let long = a.seal("u.d.e", Position { index: IX, n: 1 << 40 });
+        let long = a.seal(
+            "u.d.e",
+            Position {
+                index: IX,
+                n: 1 << 40,
+            },
+        );
         assert_eq!(
             long.len() - (1u64 << 40).to_string().len(),
             t.len() - 2,

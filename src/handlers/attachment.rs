@@ -1,13 +1,13 @@
 //! `/{db}/{docid}/{name}`: attachments, streamed both ways without buffering, with content
 //! type, length, ETag, ranges and encodings preserved.
 
+use super::not_allowed;
 use super::{copy_headers, Req};
 use crate::backend::{backend_error, encode_component, encode_doc_id, parse_json};
 use crate::body::{self, Body};
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
 use crate::state::State;
-use super::not_allowed;
 use http::{header, HeaderName, Method, Response};
 
 /// Request headers passed to the backend.

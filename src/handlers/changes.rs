@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn options() {
-                let o = parse(
+        let o = parse(
             &since,
             &Query::parse("feed=longpoll&heartbeat=10000&style=all_docs&since=now&limit=5"),
             None,
@@ -221,7 +221,7 @@ mod tests {
 
     #[test]
     fn filters() {
-                let q = Query::parse("filter=_doc_ids&doc_ids=%5B%22a%22%5D");
+        let q = Query::parse("filter=_doc_ids&doc_ids=%5B%22a%22%5D");
         assert_eq!(
             parse(&since, &q, None).unwrap().doc_ids,
             Some(vec!["a".into()])

@@ -285,15 +285,15 @@ impl Drop for FakeGate {
 
 impl FakeGate {
     pub fn start(backend_url: &str, extra: &[&str]) -> FakeGate {
+        FakeGate::start_on(backend_url, &super::unique_db(), extra)
+    }
+
+    /// couchgate over `backend_url` using the backing database `database`.
+    pub fn start_on(backend_url: &str, database: &str, extra: &[&str]) -> FakeGate {
         let (data_flag, data) = super::data_dir_unless_given(extra);
         let mut child = Command::new(env!("CARGO_BIN_EXE_couchgate"))
             .args(["--listen", "127.0.0.1:0", "--couchdb-url", backend_url])
-            .args([
-                "--database",
-                &super::unique_db(),
-                "--jwt-secret",
-                super::SECRET,
-            ])
+            .args(["--database", database, "--jwt-secret", super::SECRET])
             .args(extra)
             .args(&data_flag)
             .env("COUCHGATE_LOG", "error")
