@@ -4,8 +4,8 @@
 //! keeps the keys already known. When the key set changes, verified tokens are forgotten, so a
 //! withdrawn key stops working at once.
 
-use super::jwt::TokenCache;
 use super::keys::{parse_jwks, Key};
+use super::token_cache::TokenCache;
 use crate::body::{self, Body};
 use crate::error::{Error, Result};
 use http::{header, HeaderMap, Method, Request, StatusCode};

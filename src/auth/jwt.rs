@@ -7,11 +7,11 @@
 
 use super::jwks::Jwks;
 use super::keys::{self, Key};
+use super::token_cache::TokenCache;
 use super::{AuthMethod, Identity};
 use crate::config::{Config, JwtKey};
 use crate::error::{Error, Result};
 use base64::Engine;
-use dashmap::DashMap;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde_json::Value;
@@ -22,39 +22,8 @@ use std::sync::Arc;
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// Most keys a token without a usable `kid` is tried against.
 const MAX_TRIES: usize = 16;
-/// Most verified tokens remembered.
-const CACHE_ENTRIES: usize = 50_000;
-
 fn unauthorized(reason: &str) -> Error {
     Error::Unauthorized(reason.into())
-}
-
-/// Verified tokens by SHA-256, with the second (Unix time) from which they are refused.
-#[derive(Debug, Default)]
-pub struct TokenCache {
-    map: DashMap<[u8; 32], (Identity, u64)>,
-}
-
-impl TokenCache {
-    fn get(&self, digest: &[u8; 32], now: u64) -> Option<Identity> {
-        let hit = self.map.get(digest)?;
-        let (identity, until) = hit.value();
-        (now < *until).then(|| identity.clone())
-    }
-
-    fn insert(&self, digest: [u8; 32], identity: Identity, until: u64, now: u64) {
-        if self.map.len() >= CACHE_ENTRIES {
-            self.map.retain(|_, (_, u)| *u >= now);
-            if self.map.len() >= CACHE_ENTRIES {
-                self.map.clear();
-            }
-        }
-        self.map.insert(digest, (identity, until));
-    }
-
-    pub fn clear(&self) {
-        self.map.clear();
-    }
 }
 
 /// Verifies bearer tokens against static keys and JWKS URLs.

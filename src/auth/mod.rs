@@ -21,6 +21,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod keys;
 pub mod limiter;
+pub mod token_cache;
 
 pub use limiter::ClientAddr;
 

@@ -199,7 +199,7 @@ fn plan(ns: &Namespace, docs: Vec<Value>, new_edits: bool) -> Result<Plan> {
         validate::check_attachment_names(&doc)?;
         let id = match doc.get("_id") {
             Some(Value::String(id)) => id.clone(),
-            _ => super::db::new_uuid(),
+            _ => super::new_uuid(),
         };
         let backing = ns.encode_id(&id)?;
         if id.starts_with("_local/") {

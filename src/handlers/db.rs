@@ -8,7 +8,6 @@ use crate::error::{Error, Result};
 use crate::namespace::Namespace;
 use crate::state::State;
 use http::{header, HeaderValue, Method, Response, StatusCode};
-use rand::RngCore;
 use serde_json::{json, Value};
 
 /// Ids counted per backend request when a namespace's documents are counted.
@@ -134,7 +133,9 @@ pub fn uuids(req: &Req) -> Result<Response<Body>> {
     if count > 1000 {
         return Err(Error::bad_request("count parameter too large"));
     }
-    let ids: Vec<Value> = (0..count).map(|_| Value::String(new_uuid())).collect();
+    let ids: Vec<Value> = (0..count)
+        .map(|_| Value::String(super::new_uuid()))
+        .collect();
     let mut r = json_response(StatusCode::OK, &json!({ "uuids": ids }));
     // Fresh ids every time: never cached.
     let h = r.headers_mut();
@@ -142,14 +143,8 @@ pub fn uuids(req: &Req) -> Result<Response<Body>> {
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     h.insert(
         header::ETAG,
-        HeaderValue::from_str(&format!("\"{}\"", new_uuid())).expect("hex is a valid header"),
+        HeaderValue::from_str(&format!("\"{}\"", super::new_uuid()))
+            .expect("hex is a valid header"),
     );
     Ok(r)
-}
-
-/// A random 32-hex-digit id, as CouchDB generates them.
-pub fn new_uuid() -> String {
-    let mut b = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -498,7 +498,7 @@ pub async fn post(st: &State, ns: &Namespace, req: Req) -> Result<Response<Body>
     .await?;
     let id = match doc.get("_id") {
         Some(Value::String(id)) => id.clone(),
-        _ => super::db::new_uuid(),
+        _ => super::new_uuid(),
     };
     let backing = ns.encode_id(&id)?;
     set_id(&mut doc, backing.clone());

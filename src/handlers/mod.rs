@@ -336,6 +336,13 @@ pub fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, names: &[http::HeaderN
     }
 }
 
+/// A random 32-hex-digit id, as CouchDB generates them.
+pub fn new_uuid() -> String {
+    let mut b = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// CouchDB's 405 for a method an endpoint does not serve.
 pub fn only(method: &Method, allowed: &[Method]) -> Result<()> {
     if allowed.contains(method) {
