@@ -413,3 +413,43 @@ async fn paging_with_limit_reads_every_row_once() {
     }
     assert_eq!(Value::from(paged), whole["results"]);
 }
+
+/// An index built for the first time (a fresh data directory) that is not ready within
+/// `--changes-ready-wait-secs` answers `_changes` with 503 and `Retry-After`, never with half
+/// the documents; once built, the answer is complete. `GET /{db}` answers meanwhile.
+#[tokio::test]
+async fn a_cold_index_answers_503_until_it_is_built() {
+    use support::fake::{Fake, FakeGate, Fault};
+    let backend = Backend::start();
+    let fake = Fake::start(&backend.url);
+    // The follower's first read of the shared feed hangs until the backend timeout.
+    fake.arm("style=all_docs", Fault::Hang);
+    let gate = FakeGate::start(
+        &fake.url(),
+        &[
+            "--backend-timeout-secs",
+            "3",
+            "--changes-ready-wait-secs",
+            "0",
+        ],
+    );
+    let alice = gate.client("alice");
+    alice.create_db("notes").await;
+    alice.put("/notes/a", json!({})).await.ok();
+    let cold = alice.get("/notes/_changes").await;
+    cold.error(503, "service_unavailable");
+    assert_eq!(cold.headers["retry-after"], "5");
+    assert_eq!(fake.armed(), 0, "the follower's read was the one held");
+    assert_eq!(alice.get("/notes").await.ok()["doc_count"], 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let built = loop {
+        let a = alice.get("/notes/_changes").await;
+        if a.status == 200 {
+            break a.body;
+        }
+        a.error(503, "service_unavailable");
+        assert!(Instant::now() < deadline, "the index was never built");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(ids(&built), ["a"]);
+}

@@ -85,14 +85,17 @@ class User {
    * A remote PouchDB for virtual database `db`. Options:
    *   stats: a stats object to count requests in (default: the user's),
    *   auth: () => header value (default: the user's current token),
-   *   on401: async () => boolean, pouch: extra PouchDB options.
+   *   on401: async () => boolean, pouch: extra PouchDB options,
+   *   base: another server URL to reach the same database through (a balancer).
    */
-  remote(vdb, { stats, auth, on401, pouch = {} } = {}) {
+  remote(vdb, { stats, auth, on401, pouch = {}, base } = {}) {
     const db = this.dbName(vdb);
     this.dbs.add(db);
     this.ctx.pairs.set(`${this.name}\u0000${db}`, { user: this.name, db, owner: this });
     const f = makeClientFetch({ auth: auth || (() => this.auth()), on401, stats: stats || this.stats });
-    const r = new PouchDB(this.ctx.target.dbUrl(this.name, db), { fetch: f, ...pouch });
+    let url = this.ctx.target.dbUrl(this.name, db);
+    if (base) url = base.replace(/\/$/, '') + new URL(url).pathname;
+    const r = new PouchDB(url, { fetch: f, ...pouch });
     r.__fetch = f;
     return r;
   }

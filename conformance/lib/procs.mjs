@@ -163,6 +163,11 @@ export async function startCouchgate({ bin, backendUrl, database, secret, dir, e
     exitInfo: () => `couchgate exited (${current.code}); last log lines:\n${tail(log, 15)}`,
     logTail: (n) => tail(log, n),
     stop,
+    /** Another couchgate over the same backend, database and secret, with its own data. */
+    async twin() {
+      const twinDir = fs.mkdtempSync(path.join(dir, 'twin-'));
+      return startCouchgate({ bin, backendUrl, database, secret, dir: twinDir, extraArgs, env });
+    },
     /** Stops couchgate and starts it again on the same port. */
     async restart({ downtimeHook } = {}) {
       await stop();
