@@ -39,10 +39,11 @@ impl State {
             &config.seq_secret(),
             config.changes_ready_wait,
         )?;
+        let changes = Arc::new(changes);
         Ok(State {
-            registry: Arc::new(Registry::new(backend.clone())),
+            registry: Arc::new(Registry::new(backend.clone(), Arc::clone(&changes))),
             cors: Cors::new(&config.cors),
-            changes: Arc::new(changes),
+            changes,
             cluster: tokio::sync::OnceCell::new(),
             auth,
             backend,

@@ -19,9 +19,10 @@
 //!   the backend has it (CouchDB), and from the namespace's recorded list of `_local` ids
 //!   (`_local/{partition}`, see [`Registry::note_local`]); each is deleted, which removes a
 //!   `_local` document entirely, and the list last;
-//! - every other document, live or deleted, every leaf revision: found in the backing
-//!   `_changes` feed (paged; filtered to the namespace by the backend where it can, CouchDB's
-//!   `_selector`; no document body is read, so none can stop the cleanup), then purged
+//! - every other document, live or deleted, every leaf revision: listed by the changes index
+//!   (brought past the deletion first, so it holds every acknowledged write; the cost is the
+//!   namespace's own documents, and no document body is read, so none can stop the cleanup),
+//!   then purged
 //!   (`_purge`, CouchDB) or, where the backend has no purge (PouchDB Server), each leaf
 //!   overwritten by a body-less tombstone and the database compacted, so no body of the
 //!   namespace's documents, tombstones included, remains: only body-less tombstones of its
@@ -32,6 +33,7 @@
 //! in the old, invisible incarnation. Deletion through the instance itself is seen at once.
 
 use crate::backend::{encode_doc_id, query_string, Backend};
+use crate::changes::Changes;
 use crate::error::{Error, Result};
 use crate::namespace::{meta_id, Namespace, META_PARTITION};
 use dashmap::DashMap;
@@ -46,12 +48,12 @@ use std::time::{Duration, Instant};
 pub const CACHE_TTL: Duration = Duration::from_secs(5);
 /// Most cached lookups; past this the cache is emptied.
 const CACHE_MAX: usize = 100_000;
-/// Rows read per backend request when a virtual database is deleted.
+/// Documents removed per backend request when a virtual database is deleted.
 const CLEANUP_PAGE: usize = 500;
+/// How long removing a deleted database waits for the changes index to hold all its writes.
+const SETTLE_WAIT: Duration = Duration::from_secs(600);
 /// Documents purged per request (CouchDB's default `max_document_id_number`).
 const PURGE_BATCH: usize = 100;
-/// A cleanup's reads of the feed may take this many times the usual backend deadline.
-const CLEANUP_TIMEOUT_FACTOR: u32 = 6;
 /// Attempts at an update of a database record that others update at the same time.
 const META_RETRIES: usize = 5;
 
@@ -89,25 +91,11 @@ impl Meta {
     }
 }
 
-/// A feed row's document id and every leaf revision.
-fn leaves_of(row: Value) -> Option<(String, Vec<String>)> {
-    let id = row["id"].as_str()?.to_owned();
-    let revs: Vec<String> = row["changes"]
-        .as_array()?
-        .iter()
-        .filter_map(|c| c["rev"].as_str().map(String::from))
-        .collect();
-    (!revs.is_empty()).then_some((id, revs))
-}
-
-/// Whether `id` is a (non-`_local`) backing id of `ns`.
-fn in_namespace(ns: &Namespace, id: &str) -> bool {
-    id.starts_with(&ns.start_key())
-}
-
 #[derive(Debug)]
 pub struct Registry {
     backend: Backend,
+    /// Lists a deleted namespace's documents (see [`Registry::remove_docs`]).
+    changes: Arc<Changes>,
     cache: DashMap<(String, String), (Namespace, Instant)>,
     /// `_local` ids known to be listed in their namespace's local-id list (see `note_local`).
     locals: DashMap<String, HashSet<String>>,
@@ -124,9 +112,10 @@ fn new_epoch() -> String {
 }
 
 impl Registry {
-    pub fn new(backend: Backend) -> Self {
+    pub fn new(backend: Backend, changes: Arc<Changes>) -> Self {
         Registry {
             backend,
+            changes,
             cache: DashMap::new(),
             locals: DashMap::new(),
             cleaning: DashMap::new(),
@@ -540,22 +529,26 @@ impl Registry {
         }
     }
 
-    /// Removes every revision of the namespace's documents, live and deleted, found in the
-    /// backing `_changes` feed page by page; returns how many documents.
+    /// Removes every revision of the namespace's documents, live and deleted, as the changes
+    /// index lists them (every leaf of every document), page by page; returns how many
+    /// documents. The index is first brought past the deletion, so it holds every write the
+    /// backend acknowledged before it; the cost is the namespace's own documents, whatever
+    /// the shared database holds.
     async fn remove_docs(&self, ns: &Namespace) -> Result<usize> {
-        let couchdb = self.backend.is_couchdb().await;
-        let mut purge = couchdb;
-        // Documents overwritten with tombstones by this run: the feed lists them again, later.
+        self.changes.settle(ns, SETTLE_WAIT).await?;
+        let mut purge = self.backend.is_couchdb().await;
+        // Documents overwritten with tombstones by this run: the index files them again, later.
         let mut done: HashSet<String> = HashSet::new();
-        let mut since = json!(0);
+        let mut after = 0;
         let mut removed = 0;
         loop {
-            let (rows, last_seq) = self.changes_page(ns, couchdb, &since).await?;
-            let page_len = rows.len();
-            let leaves: Vec<(String, Vec<String>)> = rows
+            let page = self.changes.documents(ns, after, CLEANUP_PAGE).await?;
+            let full = page.len() == CLEANUP_PAGE;
+            after = page.last().map_or(after, |c| c.n);
+            let leaves: Vec<(String, Vec<String>)> = page
                 .into_iter()
-                .filter_map(leaves_of)
-                .filter(|(id, _)| in_namespace(ns, id) && !done.contains(id))
+                .map(|c| (format!("{}:{}", ns.partition(), c.id), c.revs))
+                .filter(|(id, revs)| !revs.is_empty() && !done.contains(id))
                 .collect();
             removed += leaves.len();
             if purge {
@@ -572,10 +565,9 @@ impl Registry {
                 self.tombstone(&leaves).await?;
                 done.extend(leaves.into_iter().map(|(id, _)| id));
             }
-            if page_len < CLEANUP_PAGE {
+            if !full {
                 break;
             }
-            since = last_seq;
         }
         if !purge && removed > 0 {
             // The bodies the tombstones replaced are gone once the backend compacts.
@@ -584,47 +576,10 @@ impl Registry {
                 .json(Method::POST, &url, Some(&json!({})))
                 .await?;
         }
+        // The tombstones just written are read back before the namespace is forgotten.
+        self.changes.settle(ns, SETTLE_WAIT).await?;
+        self.changes.forget(ns).await?;
         Ok(removed)
-    }
-
-    /// One page of the backing feed from `since`, with every leaf revision of each document:
-    /// its rows and its `last_seq`. CouchDB filters the feed to the namespace itself; other
-    /// backends (PouchDB Server dies on `_selector`) answer every row.
-    async fn changes_page(
-        &self,
-        ns: &Namespace,
-        couchdb: bool,
-        since: &Value,
-    ) -> Result<(Vec<Value>, Value)> {
-        let since = match since {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        let mut q = vec![
-            ("style", "all_docs".to_owned()),
-            ("limit", CLEANUP_PAGE.to_string()),
-            ("since", since),
-        ];
-        let body = if couchdb {
-            q.push(("filter", "_selector".into()));
-            json!({"selector": {"_id": {"$gte": ns.start_key(), "$lt": ns.end_key()}}})
-        } else {
-            json!({})
-        };
-        let url = self
-            .backend
-            .db_url(&format!("/_changes{}", query_string(q)));
-        let (_, page) = self
-            .backend
-            .json_with_timeout(
-                Method::POST,
-                &url,
-                Some(&body),
-                self.backend.timeout() * CLEANUP_TIMEOUT_FACTOR,
-            )
-            .await?;
-        let rows = page["results"].as_array().cloned().unwrap_or_default();
-        Ok((rows, page["last_seq"].clone()))
     }
 
     /// Purges every given leaf, in batches CouchDB accepts.
@@ -697,20 +652,5 @@ mod tests {
             Meta::of(&json!({"epoch": "e"})).dropped,
             Vec::<String>::new()
         );
-    }
-
-    #[test]
-    fn feed_rows_give_every_leaf() {
-        let row = json!({"id": "u.d.e:a", "seq": 3, "deleted": true,
-                         "changes": [{"rev": "2-b"}, {"rev": "2-c"}]});
-        assert_eq!(
-            leaves_of(row),
-            Some(("u.d.e:a".into(), vec!["2-b".into(), "2-c".into()]))
-        );
-        assert_eq!(leaves_of(json!({"id": "x", "changes": []})), None);
-        let ns = Namespace::new("u", "d", "e");
-        assert!(in_namespace(&ns, "u.d.e:a"));
-        assert!(!in_namespace(&ns, "u.d.ee:a"));
-        assert!(!in_namespace(&ns, "_local/u.d.e:a"));
     }
 }

@@ -328,3 +328,47 @@ async fn all_docs_offsets_do_not_walk_the_namespace() {
         started.elapsed() / 20
     );
 }
+
+/// Deleting a virtual database removes its documents as the changes index lists them: the
+/// shared feed is not scanned for them, however much other users hold.
+#[tokio::test]
+async fn deleting_a_database_does_not_scan_the_shared_feed() {
+    let backend = Backend::start();
+    let fake = Fake::start(&backend.url);
+    let gate = FakeGate::start(&fake.url(), &[]);
+    let (alice, bob) = (gate.client("alice"), gate.client("bob"));
+    alice.create_db("notes").await;
+    bob.create_db("notes").await;
+    write_many(&alice, "notes", "a", 600).await;
+    for id in ["b0", "b1", "b2"] {
+        ok(bob.put(&format!("/notes/{id}"), json!({})).await, id);
+    }
+    fake.clear_requests();
+    ok(bob.delete("/notes").await, "delete");
+    // The cleanup ends by purging (CouchDB) or overwriting with tombstones (PouchDB Server).
+    let removal =
+        |r: &String| r.contains("/_purge") || r.starts_with("POST") && r.contains("/_bulk_docs");
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while !fake.requests().iter().any(removal) {
+        assert!(
+            Instant::now() < deadline,
+            "no cleanup: {:?}",
+            fake.requests()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The follower's own reads are `GET ..._changes?...style=all_docs...`.
+    let scans: Vec<String> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.contains("/_changes") && !(r.starts_with("GET") && r.contains("style=all_docs"))
+        })
+        .collect();
+    assert!(scans.is_empty(), "the shared feed was scanned: {scans:?}");
+    let removals: Vec<String> = fake.requests().into_iter().filter(removal).collect();
+    assert!(
+        removals.len() <= 2,
+        "one page of bob's 3 documents: {removals:?}"
+    );
+}

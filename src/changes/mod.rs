@@ -149,6 +149,42 @@ impl Changes {
             .map(Some)
     }
 
+    /// Waits until the index holds every change of `ns` the backend had when this was called:
+    /// it has been built, and the follower has read the feed to its end since. For work that
+    /// must see the whole namespace (removing a deleted database); bounded by `wait`.
+    pub async fn settle(&self, ns: &Namespace, wait: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let late =
+            || Error::NotReady("the changes index has not caught up with the backend".into());
+        while !self.index.is_ready() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(late());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        self.note_write(ns);
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if self.follower.wait_synced(ns.partition(), left).await {
+            Ok(())
+        } else {
+            Err(late())
+        }
+    }
+
+    /// The namespace's documents after position `after`, at most `limit`, with every leaf
+    /// revision: what removing a deleted database works through.
+    pub async fn documents(
+        &self,
+        ns: &Namespace,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<index::Change>> {
+        let p = ns.partition().to_owned();
+        self.with_index(move |ix| ix.query(&p, after, limit, false, None))
+            .await
+            .map(|q| q.rows)
+    }
+
     /// Forgets a namespace whose virtual database was deleted.
     pub async fn forget(&self, ns: &Namespace) -> Result<()> {
         let p = ns.partition().to_owned();

@@ -41,8 +41,8 @@ pub async fn handle(st: &State, who: &Identity, db: &str, req: Req) -> Result<Re
                      DELETE a document instead?",
                 ));
             }
-            let old = st.registry.delete(&who.user, db).await?;
-            st.changes.forget(&old).await?;
+            // Its index entries go once the background cleanup has removed its documents.
+            st.registry.delete(&who.user, db).await?;
             Ok(json_response(StatusCode::OK, &json!({"ok": true})))
         }
         Method::POST => {
