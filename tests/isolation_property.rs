@@ -571,11 +571,12 @@ async fn one_users_random_requests_never_reach_another_user() {
         }
     }
     println!("answers by status: {statuses:?}");
-    // Not a test of refusals alone: a good share of Mallory's requests were served.
+    // Not a test of refusals alone: a good share of Mallory's requests were served (typically
+    // a fifth; 9% for the least lucky seed seen, ISOLATION_SEED=9860699133611504512 on CouchDB).
     let served: usize = statuses.range(200..300).map(|(_, n)| n).sum();
     assert!(
-        served * 10 >= requests,
-        "only {served} of {requests} served: {statuses:?}"
+        served * 20 >= requests,
+        "only {served} of {requests} served: {statuses:?} (ISOLATION_SEED={seed})"
     );
     assert!(
         failures.is_empty(),
