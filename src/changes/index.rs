@@ -25,6 +25,8 @@
 //! - `log`: (partition, N) → (id, deleted, leaf revisions, winner first)
 //! - `docs`: (partition, id) → (N, deleted, generation)
 //! - `namespaces`: partition → (N, live documents, deleted documents)
+//! - `buckets`: how many log entries each span of `N` holds, so `pending` costs the buckets
+//!   and one span, not the whole log
 //! - `meta`: the index identity, the backend sequence read up to, the backing database it was
 //!   built from, and whether it was closed cleanly.
 //!
@@ -56,6 +58,15 @@ const LOG: TableDefinition<(&str, u64), (&str, bool, Vec<&str>)> = TableDefiniti
 const DOCS: TableDefinition<(&str, &str), (u64, bool, u64)> = TableDefinition::new("docs");
 const NAMESPACES: TableDefinition<&str, (u64, u64, u64)> = TableDefinition::new("namespaces");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// (partition, N >> [`BUCKET_BITS`]) → entries of the namespace's log in that span of `N`.
+const BUCKETS: TableDefinition<(&str, u64), u64> = TableDefinition::new("buckets");
+
+/// `pending` counts whole spans of `2^BUCKET_BITS` values of `N` from [`BUCKETS`], and entries
+/// one by one only within the span it starts in.
+const BUCKET_BITS: u32 = 12;
+
+/// The layout of the file; a file of another layout is rebuilt from the backend.
+const FORMAT: &[u8] = b"1";
 
 /// The most one change raises `N` by, so that no revision a client writes (`99999999-x` with
 /// `new_edits=false`) can run a namespace's counter out.
@@ -146,23 +157,34 @@ impl ChangesIndex {
     /// Opens (or creates) the index file at `path` for the backing database `source`, with
     /// `cache_bytes` of page cache.
     pub fn open(path: &Path, source: &str, cache_bytes: usize) -> Result<ChangesIndex> {
-        let db = Database::builder()
-            .set_cache_size(cache_bytes)
-            .create(path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => Error::Internal(format!(
-                    "{}: the changes index is in use by another couchgate; give each instance \
-                     its own --data-dir",
-                    path.display()
-                )),
-                e => store_err(format!("{}: {e}", path.display())),
-            })?;
+        let create = || {
+            Database::builder()
+                .set_cache_size(cache_bytes)
+                .create(path)
+                .map_err(|e| match e {
+                    redb::DatabaseError::DatabaseAlreadyOpen => Error::Internal(format!(
+                        "{}: the changes index is in use by another couchgate; give each \
+                         instance its own --data-dir",
+                        path.display()
+                    )),
+                    e => store_err(format!("{}: {e}", path.display())),
+                })
+        };
+        let mut db = create()?;
+        if !has_format(&db)? {
+            tracing::warn!(path = %path.display(), "the changes index file has another layout; rebuilding it");
+            drop(db);
+            std::fs::remove_file(path)
+                .map_err(|e| store_err(format!("{}: {e}", path.display())))?;
+            db = create()?;
+        }
         let w = db.begin_write().map_err(store_err)?;
         let (id, opened, backend) = {
             let mut meta = w.open_table(META).map_err(store_err)?;
             w.open_table(LOG).map_err(store_err)?;
             w.open_table(DOCS).map_err(store_err)?;
             w.open_table(NAMESPACES).map_err(store_err)?;
+            w.open_table(BUCKETS).map_err(store_err)?;
             let get = |k: &str| -> Result<Option<Vec<u8>>> {
                 Ok(meta.get(k).map_err(store_err)?.map(|v| v.value().to_vec()))
             };
@@ -185,6 +207,7 @@ impl ChangesIndex {
                 None => (random_id(), Opened::New),
             };
             meta.insert("id", id.as_slice()).map_err(store_err)?;
+            meta.insert("format", FORMAT).map_err(store_err)?;
             meta.insert("source", source.as_bytes())
                 .map_err(store_err)?;
             meta.insert("state", b"open".as_slice())
@@ -272,6 +295,7 @@ impl ChangesIndex {
             let mut log = w.open_table(LOG).map_err(store_err)?;
             let mut docs = w.open_table(DOCS).map_err(store_err)?;
             let mut spaces = w.open_table(NAMESPACES).map_err(store_err)?;
+            let mut buckets = w.open_table(BUCKETS).map_err(store_err)?;
             for row in rows {
                 let Some((partition, id)) = row["id"].as_str().and_then(split_id) else {
                     continue;
@@ -305,6 +329,7 @@ impl ChangesIndex {
                 n = n.saturating_add(gen.saturating_sub(old_gen).clamp(1, MAX_GAIN));
                 if let Some((old_n, old_deleted, _)) = old {
                     log.remove((partition, old_n)).map_err(store_err)?;
+                    add_to_bucket(&mut buckets, partition, old_n, false)?;
                     if old_deleted {
                         dead = dead.saturating_sub(1);
                     } else {
@@ -318,6 +343,7 @@ impl ChangesIndex {
                 }
                 log.insert((partition, n), (id, deleted, revs))
                     .map_err(store_err)?;
+                add_to_bucket(&mut buckets, partition, n, true)?;
                 docs.insert((partition, id), (n, deleted, gen))
                     .map_err(store_err)?;
                 spaces
@@ -462,13 +488,46 @@ impl ChangesIndex {
     pub fn pending(&self, partition: &str, after: u64, descending: bool) -> Result<u64> {
         let tx = self.read()?;
         let log = tx.open_table(LOG).map_err(store_err)?;
-        let range = if descending {
-            log.range((partition, 0)..(partition, after))
+        let buckets = tx.open_table(BUCKETS).map_err(store_err)?;
+        let span = after >> BUCKET_BITS;
+        let sum = |range: redb::Range<'_, (&'static str, u64), u64>| -> Result<u64> {
+            let mut total = 0;
+            for item in range {
+                total += item.map_err(store_err)?.1.value();
+            }
+            Ok(total)
+        };
+        let count = |range: redb::Range<
+            '_,
+            (&'static str, u64),
+            (&'static str, bool, Vec<&'static str>),
+        >| { range.count() as u64 };
+        Ok(if descending {
+            // Whole spans below `after`'s, then its span up to `after`.
+            let whole = sum(buckets
+                .range((partition, 0)..(partition, span))
+                .map_err(store_err)?)?;
+            let start = span << BUCKET_BITS;
+            whole
+                + count(
+                    log.range((partition, start)..(partition, after))
+                        .map_err(store_err)?,
+                )
         } else {
-            log.range((partition, after.saturating_add(1))..=(partition, u64::MAX))
-        }
-        .map_err(store_err)?;
-        Ok(range.count() as u64)
+            // `after`'s span above it, then whole spans above.
+            let end = (span << BUCKET_BITS) | ((1 << BUCKET_BITS) - 1);
+            let part = count(
+                log.range((partition, after.saturating_add(1))..=(partition, end))
+                    .map_err(store_err)?,
+            );
+            let whole = match span.checked_add(1) {
+                Some(next) => sum(buckets
+                    .range((partition, next)..=(partition, u64::MAX))
+                    .map_err(store_err)?)?,
+                None => 0,
+            };
+            part + whole
+        })
     }
 
     /// Live and deleted document counts of a namespace.
@@ -518,6 +577,16 @@ impl ChangesIndex {
                 |_, _| false,
             )
             .map_err(store_err)?;
+            let mut buckets = w.open_table(BUCKETS).map_err(store_err)?;
+            buckets
+                .retain_in(
+                    (
+                        Bound::Included((partition, 0)),
+                        Bound::Excluded((end.as_str(), 0)),
+                    ),
+                    |_, _| false,
+                )
+                .map_err(store_err)?;
             w.open_table(NAMESPACES)
                 .map_err(store_err)?
                 .remove(partition)
@@ -535,6 +604,43 @@ impl ChangesIndex {
         let docs = tx.open_table(DOCS).map_err(store_err)?.len();
         Ok((spaces.map_err(store_err)?, docs.map_err(store_err)?))
     }
+}
+
+/// Counts a log entry filed at `n` in (or out of) its bucket.
+fn add_to_bucket(
+    buckets: &mut redb::Table<'_, (&'static str, u64), u64>,
+    partition: &str,
+    n: u64,
+    added: bool,
+) -> Result<()> {
+    let key = (partition, n >> BUCKET_BITS);
+    let now = buckets
+        .get(key)
+        .map_err(store_err)?
+        .map_or(0, |g| g.value());
+    let next = if added {
+        now + 1
+    } else {
+        now.saturating_sub(1)
+    };
+    if next == 0 {
+        buckets.remove(key).map_err(store_err)?;
+    } else {
+        buckets.insert(key, next).map_err(store_err)?;
+    }
+    Ok(())
+}
+
+/// Whether an index file has this build's layout (a new, empty file has).
+fn has_format(db: &Database) -> Result<bool> {
+    let tx = db.begin_read().map_err(store_err)?;
+    let meta = match tx.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(true),
+        Err(e) => return Err(store_err(e)),
+    };
+    let format = meta.get("format").map_err(store_err)?;
+    Ok(format.is_some_and(|f| f.value() == FORMAT))
 }
 
 fn random_id() -> IndexId {
@@ -628,6 +734,84 @@ mod tests {
         assert_eq!(seen_all.position("u.d.e").unwrap().n, 3 + MAX_GAIN);
         apply(&seen_all, &[row("u.d.e:a", &["3-a", "2-c"], false)]);
         assert_eq!(seen_all.position("u.d.e").unwrap().n, 4 + MAX_GAIN);
+    }
+
+    #[test]
+    fn pending_counts_what_lies_on_either_side_across_buckets() {
+        let (ix, _dir) = ChangesIndex::temporary();
+        // Generations that spread the entries over many buckets, then updates that move some.
+        let mut x: u64 = 7;
+        let mut step = || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            x >> 33
+        };
+        for round in 1..=3u64 {
+            let mut rows = Vec::new();
+            for d in 0..400 {
+                if round > 1 && step() % 3 != 0 {
+                    continue;
+                }
+                let gen = round * 10_000 + step() % 9000;
+                rows.push(row(
+                    &format!("u.d.e:d{d}"),
+                    &[&format!("{gen}-x")],
+                    step() % 5 == 0,
+                ));
+            }
+            apply(&ix, &rows);
+            apply(&ix, &[row(&format!("v.d.e:o{round}"), &["1-a"], false)]);
+        }
+        let all: Vec<u64> = ix
+            .query("u.d.e", 0, usize::MAX, false, None)
+            .unwrap()
+            .rows
+            .iter()
+            .map(|c| c.n)
+            .collect();
+        assert_eq!(all.len(), 400);
+        let top = *all.last().unwrap();
+        assert!(top >> BUCKET_BITS > 100, "spread over many buckets");
+        let mut afters: Vec<u64> = vec![0, 1, top, top + 1, u64::MAX];
+        for &n in all.iter().step_by(7) {
+            afters.extend([n - 1, n, n + 1, n & !((1 << BUCKET_BITS) - 1)]);
+        }
+        for after in afters {
+            let above = all.iter().filter(|&&n| n > after).count() as u64;
+            let below = all.iter().filter(|&&n| n < after).count() as u64;
+            assert_eq!(
+                ix.pending("u.d.e", after, false).unwrap(),
+                above,
+                "after {after}"
+            );
+            assert_eq!(
+                ix.pending("u.d.e", after, true).unwrap(),
+                below,
+                "before {after}"
+            );
+        }
+        ix.forget("u.d.e").unwrap();
+        assert_eq!(ix.pending("u.d.e", 0, false).unwrap(), 0);
+        assert_eq!(ix.pending("v.d.e", 0, false).unwrap(), 3);
+    }
+
+    #[test]
+    fn a_file_of_another_layout_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.redb");
+        let ix = ChangesIndex::open(&path, "src", 1 << 20).unwrap();
+        apply(&ix, &[row("u.d.e:a", &["1-a"], false)]);
+        let w = ix.db.begin_write().unwrap();
+        w.open_table(META)
+            .unwrap()
+            .insert("format", b"0".as_slice())
+            .unwrap();
+        w.commit().unwrap();
+        drop(ix);
+        let ix = ChangesIndex::open(&path, "src", 1 << 20).unwrap();
+        assert_eq!(ix.opened(), Opened::New);
+        assert_eq!(ix.counts("u.d.e").unwrap(), (0, 0));
     }
 
     #[test]
