@@ -33,7 +33,8 @@
 //! A page of the shared feed is applied in one write transaction, and the backend sequence it
 //! was read up to is written in the same transaction, so the file is always a consistent
 //! prefix of the feed. Pages commit without waiting for the disk, and one commit per
-//! [`DURABLE_EVERY`] waits for it: after a crash the index can have lost its last changes, so
+//! [`DURABLE_EVERY`] waits for it (and records redb's allocator state, so reopening after a
+//! crash does not walk the file): after a crash the index can have lost its last changes, so
 //! tokens it issued could be ahead of it. An index that was not closed cleanly therefore takes
 //! a new identity on opening: tokens it issued before replay from the start of their
 //! namespace, and it re-reads the lost changes from its durable backend sequence.
@@ -178,7 +179,8 @@ impl ChangesIndex {
                 .map_err(|e| store_err(format!("{}: {e}", path.display())))?;
             db = create()?;
         }
-        let w = db.begin_write().map_err(store_err)?;
+        let mut w = db.begin_write().map_err(store_err)?;
+        w.set_quick_repair(true);
         let (id, opened, backend) = {
             let mut meta = w.open_table(META).map_err(store_err)?;
             w.open_table(LOG).map_err(store_err)?;
@@ -240,6 +242,7 @@ impl ChangesIndex {
         self.closed.store(true, Ordering::Release);
         let mut w = self.db.begin_write().map_err(store_err)?;
         w.set_durability(Durability::Immediate).map_err(store_err)?;
+        w.set_quick_repair(true);
         w.open_table(META)
             .map_err(store_err)?
             .insert("state", b"clean".as_slice())
@@ -288,7 +291,11 @@ impl ChangesIndex {
             }
             due
         };
-        if !durable {
+        if durable {
+            // The allocator state goes with durable commits: reopening after a crash is then
+            // quick, not a walk of the whole file.
+            w.set_quick_repair(true);
+        } else {
             w.set_durability(Durability::None).map_err(store_err)?;
         }
         {
