@@ -1,16 +1,18 @@
 // changes-scale: a user's `_changes?since=0` (style=all_docs and the default main_only; 100 docs
 // of ~1 KB) while the shared backing database holds N documents of other users, through couchgate
-// (per changes source) and straight at a plain database holding only that user's docs; with the
-// number of backend requests couchgate made per client request (a counting proxy in between).
+// and straight at a plain database holding only that user's docs; with the number of backend
+// requests couchgate made per client request (a counting proxy in between), couchgate's memory
+// and index file, its restart (warm and cold) and the cost of a token from another instance.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import path from 'node:path';
 import { request } from './lib/http.mjs';
 import { logMark, logSince } from './lib/countproxy.mjs';
 import { cpuSeconds, rssMiB } from './lib/procs.mjs';
 import { fmt, fmtMs, log, makeDoc, mdTable, median, percentile, timeRatio, sleep } from './lib/util.mjs';
 import { agent } from './lib/http.mjs';
 
-export const describe = "a user's _changes?since=0 (style=all_docs and default; 100 docs) as the shared db grows with other users' docs";
+export const describe = "a user's _changes?since=0 (style=all_docs and default; 100 docs) as the shared db grows with other users' docs; restart and instance-switch costs";
 export const options = {
   sizes: { def: '10000,100000', help: 'numbers of other users\' docs in the shared db, ascending (1000000 needs minutes and several GB)' },
   'user-docs': { def: 100, help: 'docs of the measured user' },
@@ -18,9 +20,8 @@ export const options = {
   requests: { def: 30, help: 'requests per path, size and repetition (p50/p99 over them)' },
   'max-seconds': { def: 60, help: 'time limit per path, size and repetition (at least 5 requests are made)' },
   batch: { def: 5000, help: '_bulk_docs batch size when loading other users\' docs' },
-  sources: { def: 'index,filter', help: 'couchgate --changes-source values to measure (when the flag exists)' },
-  'index-args': { def: '', help: 'extra couchgate flags for the index source, space-separated' },
-  restart: { def: true, help: 'after the largest size, restart each couchgate and time its first answer' },
+  restart: { def: true, help: 'after the largest size, restart couchgate on its data directory (warm) and on an empty one (cold), and time the first complete answer' },
+  switch: { def: '100,10000', help: 'after the largest size: users of these sizes replay a token of one couchgate at a second one (each with its own data directory); empty for none' },
   styles: { def: 'all_docs,default', help: 'comma-separated: all_docs (style=all_docs), main_only (style=main_only), default (no style parameter: main_only)' },
   'count-backend': { def: true, help: 'put a counting HTTP proxy (lib/countproxy.mjs) between each measured couchgate and the backend and report its backend requests per _changes' },
   'load-concurrency': { def: 1, help: '_bulk_docs batches in flight at once when loading other users\' docs' },
@@ -41,10 +42,24 @@ function epochOf(u) {
   return s;
 }
 
+/** Bytes under a directory (the changes index file, and redb's side files). */
+function dirBytes(dir) {
+  let n = 0;
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    n += e.isDirectory() ? dirBytes(p) : fs.statSync(p).size;
+  }
+  return n;
+}
+
+const mib = (bytes) => `${fmt(bytes / 1048576)} MiB`;
+
 export async function run(ctx) {
   const a = ctx.args;
+  if (!ctx.hasFlag('--data-dir')) throw new Error('this couchgate build has no --data-dir flag: changes-scale measures the on-disk changes index (issue 11 and later)');
   const sizes = String(a.sizes).split(',').map((s) => Number(s.trim())).filter((n) => n > 0).sort((x, y) => x - y);
   if (!sizes.length) throw new Error('--sizes needs at least one positive number');
+  const switchSizes = String(a.switch).split(',').map((s) => Number(s.trim())).filter((n) => n > 0);
   const shared = `bench_cs_${ctx.tag}`;
   const directDb = `bench_cs_direct_${ctx.tag}`;
   const ag = agent(8);
@@ -55,20 +70,14 @@ export async function run(ctx) {
   // A real CouchDB: the harness creates the shared database itself (couchgate would too).
   if (ctx.backend.kind === 'couchdb') await ctx.createBackendDb(shared);
 
-  // Paths: couchgate per changes source, if the build has the flag.
-  const gates = [];
-  const sources = String(a.sources).split(',').map((s) => s.trim()).filter(Boolean);
-  if (ctx.hasFlag('--changes-source')) {
-    for (const src of sources) {
-      const extra = ['--changes-source', src];
-      if (src === 'index' && a['index-args']) extra.push(...a['index-args'].split(/\s+/).filter(Boolean));
-      if (src === 'index' && ctx.hasFlag('--index-snapshot') && !/--index-snapshot/.test(a['index-args'])) extra.push('--index-snapshot', `${ctx.dir}/index.snapshot`);
-      gates.push({ label: `couchgate ${src}`, src, extra, gate: await ctx.startGate({ database: shared, extraArgs: extra, name: `couchgate-${src}`, countBackend: a['count-backend'] }) });
-    }
-  } else {
-    ctx.note(`this couchgate build has no \`--changes-source\` flag (\`couchgate --help\` does not list it): only its built-in source was measured, labelled "couchgate default"; the ${sources.join('/')} comparison could not be made`);
-    gates.push({ label: 'couchgate default', src: null, extra: [], gate: await ctx.startGate({ database: shared, name: 'couchgate-default', countBackend: a['count-backend'] }) });
-  }
+  // The measured couchgate, and (for the switch) a second instance on the same shared database,
+  // each with a data directory of its own.
+  const dataDir = (name) => path.join(ctx.dir, `data-${name}`);
+  const gateArgs = (name) => ['--data-dir', dataDir(name)];
+  const gates = [{ label: 'couchgate', name: 'a', gate: await ctx.startGate({ database: shared, extraArgs: gateArgs('a'), name: 'couchgate-a', countBackend: a['count-backend'] }) }];
+  const twin = switchSizes.length
+    ? await ctx.startGate({ database: shared, extraArgs: gateArgs('b'), name: 'couchgate-b', countBackend: a['count-backend'] })
+    : null;
   const auth = `Bearer ${ctx.token(USER)}`;
 
   // The measured user's docs: through couchgate into the shared db, and into a plain db.
@@ -177,7 +186,8 @@ export async function run(ctx) {
         ctx.checkAlive();
       }
     }
-    for (const g of gates) row.gateRss = { ...row.gateRss, [g.label]: rssMiB(g.gate.pid).rss };
+    row.gateRss = rssMiB(gates[0].gate.pid).rss;
+    row.indexBytes = dirBytes(dataDir('a'));
     perSize.push(row);
     reportSize(ctx, row, paths);
   }
@@ -195,89 +205,122 @@ export async function run(ctx) {
 
   const loadRows = perSize.map((r) => [r.size.toLocaleString('en-US'), r.loadedNow.toLocaleString('en-US'), `${(r.loadMs / 1000).toFixed(1)} s`,
     `${fmt(r.loadedNow / (r.loadMs / 1000))} docs/s`, Number.isFinite(r.backendRss) ? `${fmt(r.backendRss)} MiB` : 'n/a',
-    ...gates.map((g) => `${fmt(r.gateRss[g.label])} MiB`)]);
-  ctx.section('Loading other users\' docs (straight into the backend, _bulk_docs)', mdTable(
-    ['total other docs', 'added', 'load time', 'rate', 'backend RSS after', ...gates.map((g) => `${g.label} RSS`)], loadRows));
+    `${fmt(r.gateRss)} MiB`, mib(r.indexBytes), `${fmt((r.indexBytes / (r.size + a['user-docs'])))} B`]);
+  ctx.section('Loading other users\' docs (straight into the backend, _bulk_docs), and couchgate\'s memory', mdTable(
+    ['total other docs', 'added', 'load time', 'rate', 'backend RSS after', 'couchgate RSS', 'index file(s)', 'index bytes per doc'], loadRows)
+    + `\n\ncouchgate RSS is the whole process (the changes index keeps its file on disk, with a page cache bounded by --index-cache-mib, default 64); `
+    + `the index file is its data directory's size after the measurements of that size.`);
 
-  if (a.restart) {
-    const rows = [];
-    for (const g of gates) {
-      const p = { ...paths.find((x) => x.g === g) };
-      g.gate.expectedDown = true;
-      await g.gate.stop();
-      const via = g.gate.counter;
-      const m0 = via?.mark();
-      const t = Date.now();
-      const fresh = await ctx.startGate({ database: shared, extraArgs: g.extra, name: `couchgate-${g.src || 'default'}`, via });
-      const listenMs = Date.now() - t;
-      p.url = `${fresh.url}/${VDB}/_changes?since=0${STYLE_QUERY[p.style]}`;
-      p.pid = fresh.pid;
-      const t2 = Date.now();
-      await once(p);
-      const firstMs = Date.now() - t2;
-      const breq = via ? backendSummary(via.since(m0)) : 'n/a';
-      const t3 = Date.now();
-      await once(p);
-      const secondMs = Date.now() - t3;
-      rows.push([g.label, `${listenMs} ms`, `${firstMs} ms`, `${secondMs} ms`, await indexReady(fresh, g.src), `${fmt(rssMiB(fresh.pid).rss)} MiB`, breq]);
-      await fresh.stop();
-      fresh.expectedDown = true;
-    }
-    // A cold start of the index source: no snapshot, the whole shared feed is read again.
-    const idx = gates.find((g) => g.src === 'index');
-    if (idx) {
-      const extraCold = idx.extra.filter((x, i, arr) => x !== '--index-snapshot' && arr[i - 1] !== '--index-snapshot');
-      const via = idx.gate.counter;
-      const m0 = via?.mark();
-      const t = Date.now();
-      const cold = await ctx.startGate({ database: shared, extraArgs: extraCold, name: 'couchgate-index-cold', via });
-      const listenMs = Date.now() - t;
-      const url = `${cold.url}/${VDB}/_changes?since=0${STYLE_QUERY[styles[0]]}`;
-      const t2 = Date.now();
-      const partial = [];
-      let firstMs = null;
-      while (Date.now() - t2 < 600000) {
-        const res = await request(url, { auth, agent: ag, timeout: 600000 });
-        const n = res.status === 200 ? res.json().results.length : -res.status;
-        if (n === a['user-docs']) { firstMs = Date.now() - t2; break; }
-        if (partial.length < 20) partial.push(`${Date.now() - t2} ms: ${n < 0 ? `status ${-n}` : `${n} rows`}`);
-        await sleep(50);
-      }
-      rows.push(['couchgate index, cold start (no snapshot)', `${listenMs} ms`, firstMs == null ? 'no complete answer in 600 s' : `${firstMs} ms`, '', await indexReady(cold, 'index'), `${fmt(rssMiB(cold.pid).rss)} MiB`,
-        via ? backendSummary(via.since(m0)) : 'n/a']);
-      if (partial.length) ctx.note(`cold-started index couchgate answered \`_changes?since=0\` incompletely before it had caught up (the user has ${a['user-docs']} docs): ${partial.join('; ')}`);
-      cold.expectedDown = true;
-      await cold.stop();
-    }
-    ctx.section(`Restart at ${last.size.toLocaleString('en-US')} other docs`, mdTable(
-      ['path', 'start to listening', 'first _changes after start', 'second _changes', 'index ready (couchgate log)', 'RSS after', 'backend requests, start to first answer'], rows)
-      + `\n\n\`_changes?since=0${STYLE_QUERY[styles[0]]}\`. A restarted couchgate is given the same backend URL as before (with --count-backend, the same counting proxy), `
-      + 'since its index snapshot is tied to that URL. "index ready" is the follower\'s own `changes index ready ... elapsed=` log line '
-      + '(time from its start until caught up with the backend feed), with the docs restored from the snapshot; '
-      + 'until then couchgate answers `_changes` from the filtered shared feed (the filter source).');
-  }
+  if (twin) await switches(ctx, { from: gates[0].gate, to: twin, shared, sizes: switchSizes, auth, ag, size: last.size, docSize: a['doc-size'] });
+  if (a.restart) await restarts(ctx, { gate: gates[0].gate, shared, dataDir: dataDir('a'), coldDir: dataDir('cold'), styles, auth, ag, userDocs: a['user-docs'], size: last.size });
 }
 
 /**
- * The index follower's readiness from this couchgate's log (the part after its last start
- * header): `ready after X (snapshot: N docs)`. Waits up to 10 s for the line.
+ * Polls `_changes?since=0` until it answers 200 with all `expect` rows; returns the time from
+ * `t0` and what came before (503s while the index was cold, partial answers).
  */
-async function indexReady(gate, src) {
-  if (src !== 'index') return '-';
+async function untilComplete(url, auth, ag, expect, t0) {
+  const seen = [];
+  while (Date.now() - t0 < 900000) {
+    const res = await request(url, { auth, agent: ag, timeout: 600000 });
+    const n = res.status === 200 ? res.json().results.length : -res.status;
+    if (n === expect) return { ms: Date.now() - t0, seen };
+    const what = n < 0 ? `status ${-n}${res.headers['retry-after'] ? ` (Retry-After ${res.headers['retry-after']})` : ''}` : `${n} rows`;
+    if (seen.length < 12) seen.push(`${Date.now() - t0} ms: ${what}`);
+    await sleep(50);
+  }
+  return { ms: null, seen };
+}
+
+/**
+ * Restart of the measured couchgate at the largest size: on its own data directory (warm: the
+ * index file is reopened) and on an empty one (cold: the index is built from the shared feed).
+ */
+async function restarts(ctx, { gate, shared, dataDir, coldDir, styles, auth, ag, userDocs, size }) {
+  const rows = [];
+  const q = `/${VDB}/_changes?since=0${STYLE_QUERY[styles[0]]}`;
+  const via = gate.counter;
+  gate.expectedDown = true;
+  await gate.stop();
+  for (const [label, dir] of [['warm: same data directory', dataDir], ['cold: empty data directory', coldDir]]) {
+    const m0 = via?.mark();
+    const t = Date.now();
+    const fresh = await ctx.startGate({ database: shared, extraArgs: ['--data-dir', dir], name: `couchgate-${label.split(':')[0]}`, via });
+    const listenMs = Date.now() - t;
+    const first = await untilComplete(`${fresh.url}${q}`, auth, ag, userDocs, t);
+    const t3 = Date.now();
+    const second = await untilComplete(`${fresh.url}${q}`, auth, ag, userDocs, t3);
+    rows.push([label, `${listenMs} ms`, first.ms == null ? 'no complete answer in 900 s' : `${first.ms} ms`, `${second.ms} ms`,
+      await indexReady(fresh), `${fmt(rssMiB(fresh.pid).rss)} MiB`, via ? backendSummary(via.since(m0)) : 'n/a']);
+    if (first.seen.length) ctx.note(`${label}: answers before the first complete one (the user has ${userDocs} docs): ${first.seen.join('; ')}`);
+    fresh.expectedDown = true;
+    await fresh.stop();
+  }
+  ctx.section(`Restart at ${size.toLocaleString('en-US')} other docs`, mdTable(
+    ['start', 'start to listening', 'start to first complete _changes', 'next _changes', 'index (couchgate log)', 'RSS after', 'backend requests, start to first answer'], rows)
+    + `\n\n\`${q}\`, timed from the process start. The restarted couchgate is given the same backend URL as before (with --count-backend, the same counting proxy): `
+    + 'the index file belongs to its backend URL. A cold index answers 503 with Retry-After (after --changes-ready-wait-secs) until it has caught up.');
+}
+
+/**
+ * The cost of a token sealed by one couchgate presented to another (a load balancer without
+ * sticky sessions): users with `sizes` docs read their whole feed at `from`, then resume at `to`
+ * from the last_seq `from` gave them; the same resume at `from` is the baseline.
+ */
+async function switches(ctx, { from, to, shared, sizes, auth: mainAuth, ag, size, docSize }) {
+  const rows = [];
+  for (const n of sizes) {
+    const user = n === 100 ? USER : `bench-switch-${n}`;
+    const auth = user === USER ? mainAuth : `Bearer ${ctx.token(user)}`;
+    if (user !== USER) {
+      await ctx.gateCreateDb(from, user, VDB);
+      await ctx.gateBulk(from, user, VDB, Array.from({ length: n }, (_, i) => makeDoc(`s-${i}`, i, docSize)));
+    }
+    const full = await request(`${from.url}/${VDB}/_changes?since=0`, { auth, agent: ag, timeout: 600000 });
+    const body = full.json();
+    if (full.status !== 200 || body.results.length !== n) throw new Error(`switch user ${user}: ${full.status}, ${body.results?.length} rows, expected ${n}`);
+    // The second instance has followed the same shared feed: wait until it has this user's docs.
+    const ready = await untilComplete(`${to.url}/${VDB}/_changes?since=0&limit=${n + 1}`, auth, ag, n, Date.now());
+    if (ready.ms == null) throw new Error(`switch user ${user}: the second couchgate never had ${n} rows`);
+    const measure = async (gate) => {
+      const m0 = gate.counter?.mark();
+      const t = process.hrtime.bigint();
+      const res = await request(`${gate.url}/${VDB}/_changes?since=${encodeURIComponent(body.last_seq)}`, { auth, agent: ag, timeout: 600000 });
+      const ms = Number(process.hrtime.bigint() - t) / 1e6;
+      if (res.status !== 200) throw new Error(`switch user ${user}: ${res.status} ${res.body.slice(0, 200)}`);
+      return { ms, rows: res.json().results.length, breq: gate.counter ? gate.counter.since(m0).total : NaN };
+    };
+    const same = []; const other = [];
+    for (let rep = 0; rep < Math.max(3, ctx.args.reps); rep++) { same.push(await measure(from)); other.push(await measure(to)); }
+    const med = (xs, k) => median(xs.map((x) => x[k]));
+    rows.push([`${n.toLocaleString('en-US')} docs`, fmtMs(med(same, 'ms')), fmt(med(same, 'rows')), fmt(med(same, 'breq')),
+      fmtMs(med(other, 'ms')), fmt(med(other, 'rows')), fmt(med(other, 'breq'))]);
+  }
+  ctx.section(`Instance switch at ${size.toLocaleString('en-US')} other docs`, mdTable(
+    ['user', 'same instance: ms', 'rows', 'backend requests', 'other instance: ms', 'rows', 'backend requests'], rows)
+    + '\n\n`_changes?since=<last_seq of a complete read at the first couchgate>`, at the first couchgate (nothing new: no rows) and at a second couchgate '
+    + 'with its own data directory on the same shared database. A position sealed by another index replays the whole namespace from 0 '
+    + '(the client sees rows it already has; its revs_diff finds nothing missing). Medians over the repetitions.');
+}
+
+/**
+ * The changes index as this couchgate's log tells it (the part after its last start header):
+ * how it was opened and when its follower had caught up. Waits up to 10 s for the lines.
+ */
+async function indexReady(gate) {
   for (let i = 0; i < 100; i++) {
     let text = '';
     try { text = fs.readFileSync(gate.log, 'utf8'); } catch { return 'n/a'; }
     text = text.slice(text.lastIndexOf('\n=== ')).replace(/\x1b\[[0-9;]*m/g, '');
+    const opened = text.match(/changes index opened .*?opened=(\w+).*?docs=(\d+)/);
     const ready = text.match(/changes index ready .*?elapsed=([\d.]+)(ms|s|µs)/);
-    const restored = text.match(/changes index restored from its snapshot .*?docs=(\d+)/);
-    const ignored = /ignoring .*snapshot/.test(text);
     if (ready) {
       const ms = Number(ready[1]) * (ready[2] === 's' ? 1000 : ready[2] === 'µs' ? 0.001 : 1);
-      return `${fmt(ms)} ms after its start${restored ? ` (${Number(restored[1]).toLocaleString('en-US')} docs from the snapshot)` : ignored ? ' (snapshot ignored)' : ''}`;
+      return `${opened ? `opened ${opened[1]} with ${Number(opened[2]).toLocaleString('en-US')} docs; ` : ''}caught up ${fmt(ms)} ms after the follower started`;
     }
     await sleep(100);
   }
-  return 'not ready within 10 s of the answers';
+  return 'not caught up within 10 s of the answers';
 }
 
 /** `N (key xn, ...)` of a counting-proxy window. */

@@ -110,10 +110,14 @@ class Context {
    * Starts a couchgate on `database`. With `countBackend` its backend URL is a counting proxy
    * (lib/countproxy.mjs) in front of the backend: `gate.counter` counts its backend requests.
    * `via` reuses the counting proxy of an earlier couchgate (same backend URL, so a restarted
-   * couchgate keeps its index snapshot, which is tied to the backend URL).
+   * couchgate reopens its changes index, whose file belongs to the backend URL). Without a
+   * `--data-dir` in `extraArgs`, each couchgate gets a fresh one in the run's temp directory.
    */
   async startGate({ database, extraArgs = [], name = 'couchgate', countBackend = false, via = null }) {
     const gateArgs = this.args['gate-args'] ? this.args['gate-args'].split(/\s+/).filter(Boolean) : [];
+    if (this.hasFlag('--data-dir') && ![...gateArgs, ...extraArgs].includes('--data-dir')) {
+      gateArgs.push('--data-dir', path.join(this.dir, `data-${name}-${this.gates.length}`));
+    }
     let counter = via;
     if (!counter && countBackend) { counter = await startCountingProxy(this.backend.url); this.proxies.push(counter); }
     const gate = await startCouchgate({

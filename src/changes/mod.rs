@@ -106,8 +106,15 @@ impl Changes {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        self.synced(ns).await;
-        Ok(())
+        // Read-your-writes: an answer without a write this instance acknowledged would be a
+        // lie the client cannot detect, so a follower that cannot catch up is a 503.
+        if self.synced(ns).await {
+            Ok(())
+        } else {
+            Err(Error::NotReady(
+                "the changes index has not caught up with the backend; retry shortly".into(),
+            ))
+        }
     }
 
     /// Runs `f` with the index on the blocking pool (index reads touch the disk).
