@@ -293,8 +293,9 @@ async function switches(ctx, { from, to, shared, sizes, auth: mainAuth, ag, size
     const same = []; const other = [];
     for (let rep = 0; rep < Math.max(3, ctx.args.reps); rep++) { same.push(await measure(from)); other.push(await measure(to)); }
     const med = (xs, k) => median(xs.map((x) => x[k]));
-    rows.push([`${n.toLocaleString('en-US')} docs`, fmtMs(med(same, 'ms')), fmt(med(same, 'rows')), fmt(med(same, 'breq')),
-      fmtMs(med(other, 'ms')), fmt(med(other, 'rows')), fmt(med(other, 'breq'))]);
+    const int = (x) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a');
+    rows.push([`${n.toLocaleString('en-US')} docs`, fmtMs(med(same, 'ms')), int(med(same, 'rows')), int(med(same, 'breq')),
+      fmtMs(med(other, 'ms')), int(med(other, 'rows')), int(med(other, 'breq'))]);
   }
   ctx.section(`Instance switch at ${size.toLocaleString('en-US')} other docs`, mdTable(
     ['user', 'same instance: ms', 'rows', 'backend requests', 'other instance: ms', 'rows', 'backend requests'], rows)
@@ -314,10 +315,13 @@ async function indexReady(gate) {
     text = text.slice(text.lastIndexOf('\n=== ')).replace(/\x1b\[[0-9;]*m/g, '');
     const opened = text.match(/changes index opened .*?opened=(\w+).*?docs=(\d+)/);
     const ready = text.match(/changes index ready .*?elapsed=([\d.]+)(ms|s|µs)/);
+    const how = opened ? `opened ${opened[1]} with ${Number(opened[2]).toLocaleString('en-US')} docs` : '';
     if (ready) {
       const ms = Number(ready[1]) * (ready[2] === 's' ? 1000 : ready[2] === 'µs' ? 0.001 : 1);
-      return `${opened ? `opened ${opened[1]} with ${Number(opened[2]).toLocaleString('en-US')} docs; ` : ''}caught up ${fmt(ms)} ms after the follower started`;
+      return `${how ? `${how}; ` : ''}caught up ${fmt(ms)} ms after the follower started`;
     }
+    // An index that held data when opened answers at once (its follower reads what is new).
+    if (opened && opened[1] !== 'New' && Number(opened[2]) > 0) return `${how}: answers at once`;
     await sleep(100);
   }
   return 'not caught up within 10 s of the answers';
