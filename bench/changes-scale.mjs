@@ -30,6 +30,8 @@ export const options = {
 const STYLE_QUERY = { all_docs: '&style=all_docs', main_only: '&style=main_only', default: '' };
 
 const USER = 'bench-user';
+/** Writes one doc per size after the load, to tell when the index has caught up. */
+const SENTINEL = 'bench-sentinel';
 const VDB = 'notes';
 const PER_OTHER_USER = 100;
 
@@ -111,6 +113,7 @@ export async function run(ctx) {
 
   let loaded = 0;
   let loadedBatches = 0;
+  let loadedBatchesBefore = 0; // sizes loaded so far (one sentinel doc each)
   const perSize = [];
   for (const size of sizes) {
     // Grow the shared db to `size` other docs, straight at the backend.
@@ -138,7 +141,16 @@ export async function run(ctx) {
     const loadedNow = size - loaded;
     loaded = size;
     log(`size ${size}: loaded ${loadedNow} docs in ${(loadMs / 1000).toFixed(1)} s`);
-    const row = { size, loadMs, loadedNow, backendRss: rssMiB(ctx.backend.pid).rss, paths: {} };
+    // Wait until the index has read the whole load: a write through the measured couchgate
+    // is in its `_changes` only once its follower has caught up with the feed (read-your-writes).
+    const tc = Date.now();
+    const sentinel = `Bearer ${ctx.token(SENTINEL)}`;
+    if (!loadedBatchesBefore++) await ctx.gateCreateDb(gates[0].gate, SENTINEL, VDB);
+    await ctx.gateBulk(gates[0].gate, SENTINEL, VDB, [{ _id: `after-${size}` }]);
+    const caught = await untilComplete(`${gates[0].gate.url}/${VDB}/_changes?since=0`, sentinel, ag, loadedBatchesBefore, tc);
+    if (caught.ms == null) throw new Error(`size ${size}: the index never caught up with the load`);
+    log(`size ${size}: the index caught up ${caught.ms} ms after the load ended`);
+    const row = { size, loadMs, loadedNow, catchUpMs: caught.ms, backendRss: rssMiB(ctx.backend.pid).rss, paths: {} };
 
     // First answer after the load (an index has to catch up with the load first).
     for (const p of paths) {
@@ -204,12 +216,13 @@ export async function run(ctx) {
     mdTable(['path', `p50 at ${first.size.toLocaleString('en-US')}`, `p50 at ${last.size.toLocaleString('en-US')}`, 'growth'], growthRows));
 
   const loadRows = perSize.map((r) => [r.size.toLocaleString('en-US'), r.loadedNow.toLocaleString('en-US'), `${(r.loadMs / 1000).toFixed(1)} s`,
-    `${fmt(r.loadedNow / (r.loadMs / 1000))} docs/s`, Number.isFinite(r.backendRss) ? `${fmt(r.backendRss)} MiB` : 'n/a',
+    `${fmt(r.loadedNow / (r.loadMs / 1000))} docs/s`, `${fmt(r.catchUpMs)} ms`, Number.isFinite(r.backendRss) ? `${fmt(r.backendRss)} MiB` : 'n/a',
     `${fmt(r.gateRss)} MiB`, mib(r.indexBytes), `${fmt((r.indexBytes / (r.size + a['user-docs'])))} B`]);
   ctx.section('Loading other users\' docs (straight into the backend, _bulk_docs), and couchgate\'s memory', mdTable(
-    ['total other docs', 'added', 'load time', 'rate', 'backend RSS after', 'couchgate RSS', 'index file(s)', 'index bytes per doc'], loadRows)
+    ['total other docs', 'added', 'load time', 'rate', 'index caught up after the load', 'backend RSS after', 'couchgate RSS', 'index file(s)', 'index bytes per doc'], loadRows)
     + `\n\ncouchgate RSS is the whole process (the changes index keeps its file on disk, with a page cache bounded by --index-cache-mib, default 64); `
-    + `the index file is its data directory's size after the measurements of that size.`);
+    + `the index file is its data directory's size after the measurements of that size. "Index caught up" is the time from the end of the load until a write through `
+    + `couchgate (one doc of another user) was in its \`_changes\`, i.e. until its follower had read the whole load; the measurements of a size start after it.`);
 
   if (twin) await switches(ctx, { from: gates[0].gate, to: twin, shared, sizes: switchSizes, auth, ag, size: last.size, docSize: a['doc-size'] });
   if (a.restart) await restarts(ctx, { gate: gates[0].gate, shared, dataDir: dataDir('a'), coldDir: dataDir('cold'), styles, auth, ag, userDocs: a['user-docs'], size: last.size });
@@ -276,6 +289,12 @@ async function switches(ctx, { from, to, shared, sizes, auth: mainAuth, ag, size
       await ctx.gateCreateDb(from, user, VDB);
       await ctx.gateBulk(from, user, VDB, Array.from({ length: n }, (_, i) => makeDoc(`s-${i}`, i, docSize)));
     }
+    // The first complete read after the writes (a 503 while the index catches up is retried,
+    // as clients do).
+    const t0 = Date.now();
+    const caught = await untilComplete(`${from.url}/${VDB}/_changes?since=0&limit=${n + 1}`, auth, ag, n, t0);
+    if (caught.ms == null) throw new Error(`switch user ${user}: no complete _changes at the first couchgate (${caught.seen.join('; ')})`);
+    if (caught.seen.length) ctx.note(`switch user with ${n} docs: answers at the first couchgate right after its writes, before the first complete one: ${caught.seen.join('; ')}`);
     const full = await request(`${from.url}/${VDB}/_changes?since=0`, { auth, agent: ag, timeout: 600000 });
     const body = full.json();
     if (full.status !== 200 || body.results.length !== n) throw new Error(`switch user ${user}: ${full.status}, ${body.results?.length} rows, expected ${n}`);
@@ -294,11 +313,11 @@ async function switches(ctx, { from, to, shared, sizes, auth: mainAuth, ag, size
     for (let rep = 0; rep < Math.max(3, ctx.args.reps); rep++) { same.push(await measure(from)); other.push(await measure(to)); }
     const med = (xs, k) => median(xs.map((x) => x[k]));
     const int = (x) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a');
-    rows.push([`${n.toLocaleString('en-US')} docs`, fmtMs(med(same, 'ms')), int(med(same, 'rows')), int(med(same, 'breq')),
+    rows.push([`${n.toLocaleString('en-US')} docs`, `${caught.ms} ms`, fmtMs(med(same, 'ms')), int(med(same, 'rows')), int(med(same, 'breq')),
       fmtMs(med(other, 'ms')), int(med(other, 'rows')), int(med(other, 'breq'))]);
   }
   ctx.section(`Instance switch at ${size.toLocaleString('en-US')} other docs`, mdTable(
-    ['user', 'same instance: ms', 'rows', 'backend requests', 'other instance: ms', 'rows', 'backend requests'], rows)
+    ['user', 'writes to first complete _changes', 'same instance: ms', 'rows', 'backend requests', 'other instance: ms', 'rows', 'backend requests'], rows)
     + '\n\n`_changes?since=<last_seq of a complete read at the first couchgate>`, at the first couchgate (nothing new: no rows) and at a second couchgate '
     + 'with its own data directory on the same shared database. A position sealed by another index replays the whole namespace from 0 '
     + '(the client sees rows it already has; its revs_diff finds nothing missing). Medians over the repetitions.');

@@ -41,23 +41,27 @@ where
 /// is slow, so memory stays bounded whatever the length of the answer. Dropping the receiver
 /// (the client went away) makes every send fail, which stops the producer.
 pub fn channel(capacity: usize) -> (ChunkSender, Body) {
-    let (tx, rx) = mpsc::channel::<Bytes>(capacity);
+    let (tx, rx) = mpsc::channel::<std::result::Result<Bytes, BoxError>>(capacity);
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, BoxError>(Frame::data(b)), rx))
+        rx.recv().await.map(|b| (b.map(Frame::data), rx))
     });
     (ChunkSender(tx), StreamBody::new(stream).boxed_unsync())
 }
 
 /// The producing side of [`channel`].
 #[derive(Clone)]
-pub struct ChunkSender(mpsc::Sender<Bytes>);
+pub struct ChunkSender(mpsc::Sender<std::result::Result<Bytes, BoxError>>);
 
 impl ChunkSender {
     /// Sends a chunk; `false` when the client has gone away.
     pub async fn send(&self, chunk: impl Into<Bytes>) -> bool {
-        self.0.send(chunk.into()).await.is_ok()
+        self.0.send(Ok(chunk.into())).await.is_ok()
+    }
+
+    /// Ends the body with an error: the client's connection is cut rather than the answer
+    /// ended as if it were complete.
+    pub async fn abort(&self, reason: impl Into<BoxError>) {
+        let _ = self.0.send(Err(reason.into())).await;
     }
 }
 

@@ -88,7 +88,11 @@ impl Proxy {
         let not_modified = resp.status() == StatusCode::NOT_MODIFIED;
         let h = resp.headers_mut();
         h.insert(header::SERVER, HeaderValue::from_static(SERVER));
-        if !not_modified {
+        // CouchDB's multipart answers are streamed without one; every other answer has it.
+        let multipart = h
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"multipart/"));
+        if !not_modified && !multipart {
             h.entry(header::CACHE_CONTROL)
                 .or_insert(HeaderValue::from_static("must-revalidate"));
         }

@@ -1,14 +1,17 @@
 //! `/{db}/{docid}` (and `/{db}/_design/{name}`, stored as data): read, write and delete one
 //! document; `POST /{db}` creates one with a generated id.
 //!
-//! The backend is always asked for JSON, so `open_revs` and `attachments=true` answer JSON
-//! (inline base64 attachments), which PouchDB and CouchDB's replicator both read.
+//! Reads answer JSON, or multipart where CouchDB does (`open_revs` with `multipart/mixed`
+//! accepted, `attachments=true` with `multipart/related`): CouchDB's replicator reads
+//! documents with attachments only that way. A backend's multipart answer streams through
+//! rewritten part by part (see [`crate::multipart::answer`]); a backend that answers JSON
+//! instead (PouchDB Server) has its answer turned into the same form.
 
 use super::{copy_headers, offload, Query, Req};
 use crate::backend::{backend_error, encode_component, encode_doc_id, parse_json, query_string};
 use crate::body::{self, json_response, Body};
 use crate::error::{Error, Result};
-use crate::multipart;
+use crate::multipart::{self, answer};
 use crate::namespace::{set_id, Namespace};
 use crate::state::State;
 use crate::validate::{self, check_rev, rev_list_param};
@@ -254,6 +257,7 @@ pub fn forward_query(req: &Req, allowed: &[&str]) -> String {
 
 async fn get(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Response<Body>> {
     let q = ReadQuery::parse(&req.query)?;
+    let want = Multipart::wanted(&q, &req.headers);
     let mut open_revs = q.open_revs.clone();
     // Revisions the backend cannot read with `latest` are answered missing here.
     let mut missing = Vec::new();
@@ -271,7 +275,7 @@ async fn get(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Resp
                 .iter()
                 .map(|r| serde_json::json!({"missing": r}))
                 .collect();
-            return Ok(json_response(StatusCode::OK, &Value::Array(rows)));
+            return answer_rows(&rows, want);
         }
         open_revs = Some(OpenRevs::List(known));
     }
@@ -280,10 +284,10 @@ async fn get(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Resp
         encode_doc_id(backing),
         q.backend_query(open_revs.as_ref())
     ));
-    let mut b = st
-        .backend
-        .request(Method::GET, &url)
-        .header(header::ACCEPT, "application/json");
+    let mut b = st.backend.request(Method::GET, &url).header(
+        header::ACCEPT,
+        want.map_or("application/json", Multipart::mime),
+    );
     if let Some(v) = req.headers.get(header::IF_NONE_MATCH) {
         b = b.header(header::IF_NONE_MATCH, v.clone());
     }
@@ -299,6 +303,15 @@ async fn get(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Resp
         copy_headers(&headers, r.headers_mut(), &[header::ETAG]);
         return Ok(r);
     }
+    let backend_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if status.is_success() && want.is_some() && backend_type.starts_with("multipart/") {
+        let mut r = stream_multipart(st, ns, backend_type, &missing, resp.into_body())?;
+        copy_headers(&headers, r.headers_mut(), &[header::ETAG]);
+        return Ok(r);
+    }
     let bytes = st
         .backend
         .read(resp.into_body(), st.backend.timeout())
@@ -307,7 +320,7 @@ async fn get(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Resp
     if !status.is_success() {
         return Err(backend_error(status, &value));
     }
-    match &mut value {
+    let mut r = match &mut value {
         Value::Array(results) => {
             for r in results.iter_mut() {
                 if let Some(doc) = r.get_mut("ok") {
@@ -315,12 +328,165 @@ async fn get(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Resp
                 }
             }
             results.extend(missing.iter().map(|r| serde_json::json!({"missing": r})));
+            answer_rows(results, want)?
         }
-        doc => strip_doc(st, ns, doc)?,
-    }
-    let mut r = json_response(status, &value);
+        doc => {
+            strip_doc(st, ns, doc)?;
+            match want
+                .map(|_| answer::related_from_json(doc))
+                .transpose()?
+                .flatten()
+            {
+                Some((ctype, body)) => multipart_response(&ctype, body::full(body))?,
+                None => json_response(status, doc),
+            }
+        }
+    };
     copy_headers(&headers, r.headers_mut(), &[header::ETAG]);
     Ok(r)
+}
+
+/// The multipart form of a document read a client asked for (as CouchDB chooses it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Multipart {
+    /// `open_revs` with `multipart/mixed` accepted: a part per revision.
+    Mixed,
+    /// `attachments=true` (or `atts_since`) with `multipart/related` accepted: the document,
+    /// then its attachments' data.
+    Related,
+}
+
+impl Multipart {
+    fn wanted(q: &ReadQuery, headers: &HeaderMap) -> Option<Multipart> {
+        let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+        if q.open_revs.is_some() {
+            answer::accepts(accept, "multipart/mixed").then_some(Multipart::Mixed)
+        } else if q.flags.contains(&"attachments") || q.atts_since.is_some() {
+            answer::accepts(accept, "multipart/related").then_some(Multipart::Related)
+        } else {
+            None
+        }
+    }
+
+    fn mime(self) -> &'static str {
+        match self {
+            Multipart::Mixed => "multipart/mixed",
+            Multipart::Related => "multipart/related",
+        }
+    }
+}
+
+/// `open_revs` rows (already in the caller's namespace) as JSON, or as `multipart/mixed`.
+fn answer_rows(rows: &[Value], want: Option<Multipart>) -> Result<Response<Body>> {
+    match want {
+        Some(Multipart::Mixed) => {
+            let (ctype, body) = answer::mixed_from_json(rows)?;
+            multipart_response(&ctype, body::full(body))
+        }
+        _ => Ok(json_response(StatusCode::OK, &Value::Array(rows.to_vec()))),
+    }
+}
+
+fn multipart_response(ctype: &str, body: Body) -> Result<Response<Body>> {
+    let mut r = Response::new(body);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(ctype).map_err(|e| Error::BadGateway(e.to_string()))?,
+    );
+    Ok(r)
+}
+
+/// The document parts of a backend's multipart answer, moved into the caller's namespace.
+struct DocParts {
+    ns: Namespace,
+    changes: std::sync::Arc<crate::changes::Changes>,
+}
+
+impl answer::Rewrite for DocParts {
+    fn json(&mut self, body: &[u8], error: bool) -> Result<Vec<u8>> {
+        answer::rewrite_json(body, |doc| {
+            if error {
+                Ok(())
+            } else {
+                strip_doc_in(&self.changes, &self.ns, doc)
+            }
+        })
+    }
+
+    fn doc_id(&mut self, backing: &str) -> Result<String> {
+        self.ns.decode_id(backing).ok_or_else(|| {
+            Error::BadGateway("the backend answered a document of another namespace".into())
+        })
+    }
+}
+
+/// Streams the backend's multipart answer to the client, rewritten part by part; `missing`
+/// revisions (answered by couchgate) come first.
+fn stream_multipart(
+    st: &State,
+    ns: &Namespace,
+    ctype: &str,
+    missing: &[String],
+    incoming: hyper::body::Incoming,
+) -> Result<Response<Body>> {
+    let parts = DocParts {
+        ns: ns.clone(),
+        changes: std::sync::Arc::clone(&st.changes),
+    };
+    let limit = usize::try_from(st.config.max_body_bytes).unwrap_or(usize::MAX);
+    let mut rw = answer::Rewriter::new(ctype, parts, limit)?;
+    let boundary = multipart::boundary(ctype)?;
+    let mut first = bytes::BytesMut::new();
+    for rev in missing {
+        first.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Type: application/json; error=\"true\"\r\n\r\n{}\r\n",
+                serde_json::json!({ "missing": rev })
+            )
+            .as_bytes(),
+        );
+    }
+    let (tx, out) = body::channel(4);
+    let timeout = st.backend.timeout();
+    tokio::spawn(async move {
+        use http_body_util::BodyExt;
+        let mut incoming = incoming;
+        let mut buf = first;
+        loop {
+            let frame = match tokio::time::timeout(timeout, incoming.frame()).await {
+                Err(_) => Err(Error::BackendTimeout(
+                    "the backend stopped answering".into(),
+                )),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => Err(Error::BadGateway(format!("backend answer: {e}"))),
+                Ok(Some(Ok(frame))) => Ok(frame),
+            };
+            let pushed = frame.and_then(|f| match f.into_data() {
+                Ok(data) => rw.push(data.as_ref(), &mut buf),
+                Err(_) => Ok(()),
+            });
+            if let Err(e) = pushed {
+                tracing::warn!(error = %e, "multipart answer cut short");
+                tx.abort(e.reason()).await;
+                return;
+            }
+            if !buf.is_empty() && !tx.send(buf.split().freeze()).await {
+                return;
+            }
+        }
+        match rw.finish(&mut buf) {
+            Ok(()) => {
+                if !buf.is_empty() {
+                    tx.send(buf.freeze()).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "multipart answer cut short");
+                tx.abort(e.reason()).await;
+            }
+        }
+    });
+    multipart_response(ctype, out)
 }
 
 /// 404 `missing` unless the namespace holds a live document `id`.
@@ -336,6 +502,10 @@ pub async fn require_exists(st: &State, ns: &Namespace, id: &str) -> Result<()> 
 
 /// A backend document as the client must see it.
 pub fn strip_doc(st: &State, ns: &Namespace, doc: &mut Value) -> Result<()> {
+    strip_doc_in(&st.changes, ns, doc)
+}
+
+fn strip_doc_in(changes: &crate::changes::Changes, ns: &Namespace, doc: &mut Value) -> Result<()> {
     ns.strip_doc(doc)?;
     if let Some(obj) = doc.as_object_mut() {
         if obj.contains_key("_local_seq") {
@@ -344,7 +514,7 @@ pub fn strip_doc(st: &State, ns: &Namespace, doc: &mut Value) -> Result<()> {
             let n = obj
                 .get("_id")
                 .and_then(Value::as_str)
-                .and_then(|id| st.changes.index.doc_n(ns.partition(), id).ok().flatten());
+                .and_then(|id| changes.index.doc_n(ns.partition(), id).ok().flatten());
             match n {
                 Some(n) => obj.insert("_local_seq".into(), Value::from(n)),
                 None => obj.remove("_local_seq"),

@@ -95,6 +95,12 @@ fn parse_body(bytes: &[u8], content_type: &str) -> Value {
     if bytes.is_empty() {
         return Value::String("<empty>".into());
     }
+    if content_type.starts_with("multipart/") {
+        return match crate::support::multipart::parse(content_type, bytes) {
+            Ok(parts) => Value::Array(parts.iter().map(part_value).collect()),
+            Err(e) => Value::String(format!("<malformed multipart: {e}>")),
+        };
+    }
     if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
         return v;
     }
@@ -126,6 +132,36 @@ fn parse_body(bytes: &[u8], content_type: &str) -> Value {
     }
 }
 
+/// A part of a multipart answer as compared: its type (boundary aside), and its JSON, its
+/// nested parts or the size of its data.
+fn part_value(p: &crate::support::multipart::Part) -> Value {
+    let ctype = normal_content_type(p.header("content-type").unwrap_or(""));
+    let body = if !p.nested.is_empty() {
+        Value::Array(p.nested.iter().map(part_value).collect())
+    } else {
+        p.json()
+            .unwrap_or_else(|| Value::String(format!("<{} bytes>", p.body.len())))
+    };
+    serde_json::json!({ "content-type": ctype, "body": body })
+}
+
+/// A content type as compared: lower case, no spaces, no charset, the boundary's value aside.
+fn normal_content_type(v: &str) -> String {
+    v.to_ascii_lowercase()
+        .replace(' ', "")
+        .replace(";charset=utf-8", "")
+        .split(';')
+        .map(|p| {
+            if p.starts_with("boundary=") {
+                "boundary=<b>"
+            } else {
+                p
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
 pub fn normalize(a: &Answer, t: &Target, step: &Step) -> Normal {
     let labels = Labels {
         labels: &t.labels,
@@ -136,10 +172,7 @@ pub fn normalize(a: &Answer, t: &Target, step: &Step) -> Normal {
         if let Some(v) = a.headers.get(h).and_then(|v| v.to_str().ok()) {
             let v = match h {
                 // The charset parameter is not read by clients; PouchDB Server adds it.
-                "content-type" => v
-                    .to_ascii_lowercase()
-                    .replace(' ', "")
-                    .replace(";charset=utf-8", ""),
+                "content-type" => normal_content_type(v),
                 "etag" => {
                     let inner = v.trim_matches('"');
                     match labels.labels.get(inner) {
@@ -164,7 +197,12 @@ pub fn normalize(a: &Answer, t: &Target, step: &Step) -> Normal {
             headers.insert(h, v);
         }
     }
-    let ct = headers.get("content-type").cloned().unwrap_or_default();
+    let ct = a
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
     let mut body = if step.ignore_body {
         Value::String("<not compared>".into())
     } else {

@@ -522,6 +522,49 @@ fn doc_reads(v: &mut Vec<Step>) {
             v.push(get(&format!("read/{dn}/{pn}"), &format!("/{id}{q}")).accept_json());
         }
     }
+    // Multipart answers: CouchDB's replicator reads documents with attachments this way, and
+    // CouchDB answers `*/*` (curl, reqwest) in multipart too.
+    for (dn, id) in [
+        ("a", "a"),
+        ("k", "k"),
+        ("att", "att"),
+        ("ddoc", "_design/app"),
+        ("deleted", "d"),
+    ] {
+        let revs = "?open_revs=all&revs=true&attachments=true";
+        v.push(
+            get(
+                &format!("multipart/{dn}/open-revs"),
+                &format!("/{id}{revs}"),
+            )
+            .header("Accept", "multipart/mixed"),
+        );
+        v.push(get(
+            &format!("multipart/{dn}/open-revs-any"),
+            &format!("/{id}?open_revs=all"),
+        ));
+        v.push(
+            get(
+                &format!("multipart/{dn}/attachments"),
+                &format!("/{id}?attachments=true&revs=true"),
+            )
+            .header("Accept", "multipart/related"),
+        );
+    }
+    v.push(
+        get(
+            "multipart/att/replicator-form",
+            "/att?revs=true&open_revs=[\"${rev:att}\"]&latest=true&atts_since=[\"${rev:att@1}\"]",
+        )
+        .header("Accept", "multipart/mixed"),
+    );
+    v.push(
+        get(
+            "multipart/a/open-revs-missing",
+            "/a?open_revs=[\"${rev:a}\",\"9-00000000000000000000000000000000\"]",
+        )
+        .header("Accept", "multipart/mixed"),
+    );
     v.push(get("read/a/rev-first", "/a?rev=${rev:a@1}"));
     v.push(get("read/a/rev-first-revs", "/a?rev=${rev:a@1}&revs=true"));
     v.push(
@@ -997,11 +1040,7 @@ fn request_forms(v: &mut Vec<Step>) {
     v.push(step("COPY", "form/copy-to-reserved", "/a").header("Destination", "_bad"));
     v.push(get("form/accept-html", "/a").header("Accept", "text/html"));
     v.push(get("form/accept-any", "/a").header("Accept", "*/*"));
-    v.push(
-        get("form/open-revs-multipart", "/a?open_revs=all")
-            .header("Accept", "multipart/mixed")
-            .no_body(),
-    );
+    v.push(get("form/open-revs-multipart", "/a?open_revs=all").header("Accept", "multipart/mixed"));
     v.push(get("form/long-id", &format!("/{}", "x".repeat(9000))));
     v.push(
         get(

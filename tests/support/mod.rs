@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake;
+pub mod multipart;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -381,8 +382,14 @@ impl Client {
         Client {
             base: base.trim_end_matches('/').to_owned(),
             token,
+            // JSON unless a test asks otherwise, as PouchDB asks (CouchDB answers `open_revs`
+            // and `attachments=true` reads in multipart to `*/*`).
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(120))
+                .default_headers(reqwest::header::HeaderMap::from_iter([(
+                    reqwest::header::ACCEPT,
+                    reqwest::header::HeaderValue::from_static("application/json"),
+                )]))
                 .build()
                 .unwrap(),
         }

@@ -18,6 +18,8 @@
 //! `body × boundary`. Callers still parse large bodies on the blocking pool (see
 //! [`crate::handlers::offload`]).
 
+pub mod answer;
+
 use crate::error::{Error, Result};
 use crate::validate::Follows;
 use bytes::Bytes;
