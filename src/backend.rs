@@ -176,6 +176,7 @@ impl Backend {
 
     /// Sends a request and waits at most `timeout` for the response head.
     pub async fn send(&self, req: Request<Body>, timeout: Duration) -> Result<Response<Incoming>> {
+        crate::access_log::note_upstream();
         match tokio::time::timeout(timeout, self.client.request(req)).await {
             Err(_) => Err(Error::BackendTimeout(format!(
                 "the backend did not answer within {} s",

@@ -195,9 +195,15 @@ pub struct Args {
     #[arg(long, env = "COUCHGATE_CHANGES_READY_WAIT_SECS")]
     pub changes_ready_wait_secs: Option<u64>,
 
-    /// Log filter, in tracing-subscriber's EnvFilter syntax [default: info].
+    /// Log filter, in tracing-subscriber's EnvFilter syntax [default: info]. The access log
+    /// (a line per request) is the `couchgate::access` target: `info,couchgate::access=off`
+    /// turns it off.
     #[arg(long, env = "COUCHGATE_LOG")]
     pub log: Option<String>,
+
+    /// Log line format: text or json (one JSON object per line) [default: text].
+    #[arg(long, env = "COUCHGATE_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
 
     /// Time a client has to send a request's line and headers, counted from connecting (TLS
     /// handshake included) or from the first byte of a request on a kept-alive connection, in
@@ -264,6 +270,14 @@ pub enum JwtKey {
 pub struct KeyFile {
     pub path: PathBuf,
     pub bytes: Vec<u8>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// `SameSite` of the session cookie.
@@ -334,6 +348,7 @@ pub struct Config {
     pub index_cache_bytes: usize,
     pub changes_ready_wait: Duration,
     pub log: String,
+    pub log_format: LogFormat,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub body_read_timeout: Duration,
@@ -483,6 +498,7 @@ impl Config {
             index_cache_bytes,
             changes_ready_wait: secs(a.changes_ready_wait_secs, 30),
             log: a.log.unwrap_or_else(|| "info".into()),
+            log_format: a.log_format.unwrap_or(LogFormat::Text),
             header_read_timeout,
             idle_timeout,
             body_read_timeout,

@@ -26,6 +26,7 @@
 //! - [`config`]: command line, environment and TOML configuration.
 //! - [`devbackend`]: demo mode, a local PouchDB Server when no CouchDB URL is configured.
 
+pub mod access_log;
 pub mod auth;
 pub mod backend;
 pub mod body;

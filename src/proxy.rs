@@ -1,6 +1,7 @@
 //! The one request entry point: [`Proxy::handle`] routes, authenticates, authorizes and hands
 //! the request to its handler; every error becomes a CouchDB-shaped response here.
 
+use crate::access_log;
 use crate::auth::{Authenticator, ClientAddr, Identity};
 use crate::backend::Backend;
 use crate::body::{json_response, require_json_content_type, Body};
@@ -42,7 +43,11 @@ impl Proxy {
         let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path());
         let origin = req.headers().get(header::ORIGIN).cloned();
         let method = req.method().clone();
-        let mut resp = match self.handle_inner(req).instrument(span.clone()).await {
+        let started = std::time::Instant::now();
+        let target = access_log::redact(req.uri().path_and_query().map_or("/", |pq| pq.as_str()));
+        let notes = Arc::new(access_log::Notes::default());
+        let inner = access_log::scope(Arc::clone(&notes), self.handle_inner(req));
+        let mut resp = match inner.instrument(span.clone()).await {
             Ok(resp) => resp,
             Err(e) => {
                 let _g = span.enter();
@@ -97,7 +102,9 @@ impl Proxy {
                 .or_insert(HeaderValue::from_static("must-revalidate"));
         }
         self.state.cors.decorate(origin.as_ref(), h);
-        Ok(resp)
+        Ok(access_log::Logged::wrap(
+            resp, method, target, started, notes,
+        ))
     }
 
     async fn handle_inner(&self, req: Request<Incoming>) -> Result<Response<Body>> {
@@ -274,7 +281,9 @@ impl Proxy {
     async fn identify(&self, req: &Req, peer: Option<IpAddr>) -> Result<Identity> {
         let auth = &self.state.auth;
         let who = auth.authenticate(&req.headers, peer).await?;
-        auth.act_as(who, &req.headers)
+        let who = auth.act_as(who, &req.headers)?;
+        access_log::note_user(&who.user);
+        Ok(who)
     }
 
     /// Authenticates the caller and checks that `db` is a name they may use, and that they
