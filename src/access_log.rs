@@ -47,12 +47,23 @@ pub fn note_upstream() {
     let _ = CURRENT.try_with(|n| n.upstream.fetch_add(1, Ordering::Relaxed));
 }
 
-/// Query parameters whose values are never logged.
+/// Query parameters whose values are never logged: names that end in one of these.
+const SECRET_NAMES: &[&str] = &[
+    "token",
+    "password",
+    "passwd",
+    "secret",
+    "apikey",
+    "api_key",
+    "auth",
+    "signature",
+    "sig",
+    "credential",
+];
+
 fn secret_key(k: &str) -> bool {
     let k = k.to_ascii_lowercase();
-    ["token", "password", "secret", "auth", "key", "sig"]
-        .iter()
-        .any(|s| k.contains(s))
+    SECRET_NAMES.iter().any(|s| k.ends_with(s))
 }
 
 /// A request target as logged: the path as sent, and the query with the values of
@@ -190,6 +201,10 @@ mod tests {
             "/db?access_token=***&limit=1&Password=***&flag"
         );
         assert_eq!(redact("/_session"), "/_session");
+        assert_eq!(
+            redact("/db/_all_docs?startkey=%22a%22&endkey=%22b%22&X-Amz-Signature=s"),
+            "/db/_all_docs?startkey=%22a%22&endkey=%22b%22&X-Amz-Signature=***"
+        );
     }
 
     #[tokio::test]
