@@ -303,3 +303,62 @@ async fn conflicted_documents_answer_every_leaf_and_nothing_of_other_users() {
         .await
         .error(404, "not_found");
 }
+
+#[tokio::test]
+async fn bulk_get_answers_multipart_to_a_client_that_does_not_take_json() {
+    let w = world().await;
+    let body = json!({"docs": [
+        {"id": "a"},
+        {"id": "plain"},
+        {"id": "nothing"},
+        {"id": "a", "rev": w.rev1},
+    ]});
+    let post = |accept: &str| {
+        w.alice
+            .request(Method::POST, "/notes/_bulk_get?revs=true&attachments=true")
+            .header("Accept", accept)
+            .json(&body)
+    };
+    let a = w.alice.send(post("multipart/mixed")).await;
+    assert!(
+        content_type(&a).starts_with("multipart/mixed"),
+        "{}",
+        summary(&a)
+    );
+    let p = parts(&a);
+    assert_eq!(p.len(), 4, "{}", summary(&a));
+    // `a`, with its attachment data, named by X-Doc-Id and X-Rev-Id.
+    assert_eq!(p[0].header("x-doc-id"), Some("a"));
+    assert_eq!(p[0].header("x-rev-id"), Some(w.rev2.as_str()));
+    assert_eq!(p[0].nested[0].json().unwrap()["_id"], "a");
+    assert_eq!(p[0].nested[1].body, w.data);
+    assert_eq!(p[1].header("content-type"), Some("application/json"));
+    assert_eq!(p[1].json().unwrap()["_id"], "plain");
+    assert_eq!(
+        p[2].header("content-type"),
+        Some("application/json; error=\"true\"")
+    );
+    let err = p[2].json().unwrap();
+    assert_eq!(
+        (err["id"].as_str(), err["error"].as_str()),
+        (Some("nothing"), Some("not_found"))
+    );
+    assert_eq!(p[3].header("x-rev-id"), Some(w.rev1.as_str()));
+    assert_eq!(p[3].nested[1].body, w.data);
+    no_backing_ids(&w.gate, &a).await;
+
+    // A client that takes JSON gets JSON, as from CouchDB.
+    for accept in [
+        "application/json",
+        "*/*",
+        "application/json, multipart/mixed",
+    ] {
+        let a = w.alice.send(post(accept)).await;
+        assert!(
+            content_type(&a).starts_with("application/json"),
+            "{accept}: {}",
+            summary(&a)
+        );
+        assert_eq!(a.body["results"].as_array().unwrap().len(), 4);
+    }
+}

@@ -1,4 +1,5 @@
-//! `POST /{db}/_bulk_get`: many documents (and revisions) in one request, JSON form.
+//! `POST /{db}/_bulk_get`: many documents (and revisions) in one request, in JSON, or in
+//! CouchDB's multipart form for a client that does not take JSON.
 
 use super::Req;
 use crate::body::{json_response, Body};
@@ -36,6 +37,11 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
         .filter(|flag| req.query.0.iter().any(|(k, v)| k == flag && v == "true"))
         .collect();
     let latest = flags.contains(&"latest");
+    let multipart = crate::multipart::answer::bulk_get_wanted(
+        req.headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok()),
+    );
     let query = crate::backend::query_string(flags.into_iter().map(|f| (f, "true".to_owned())));
     let body = req.json().await?;
     if !body.is_object() {
@@ -156,6 +162,15 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
         }
     }
     let results: Vec<Value> = results.into_iter().flatten().collect();
+    if let Some(mime) = multipart {
+        let (ctype, body) = crate::multipart::answer::bulk_get_from_json(&results, mime)?;
+        let mut r = Response::new(crate::body::full(body));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_str(&ctype).map_err(|e| Error::Internal(e.to_string()))?,
+        );
+        return Ok(r);
+    }
     Ok(json_response(
         StatusCode::OK,
         &json!({ "results": results }),

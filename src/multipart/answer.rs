@@ -454,6 +454,92 @@ pub fn mixed_from_json(rows: &[Value]) -> Result<(String, Bytes)> {
     ))
 }
 
+/// Whether a `_bulk_get` is answered in multipart, as CouchDB decides it: only for a client
+/// that does not take JSON (`Accept: multipart/mixed`, Couchbase Lite's and CouchDB 3's form).
+/// Answers the multipart type to use.
+pub fn bulk_get_wanted(accept: Option<&str>) -> Option<&'static str> {
+    if accepts(accept, "application/json") {
+        None
+    } else if accepts(accept, "multipart/mixed") {
+        Some("multipart/mixed")
+    } else if accepts(accept, "multipart/related") {
+        Some("multipart/related")
+    } else {
+        None
+    }
+}
+
+/// A `_bulk_get` answer built from its JSON results (each `{"id", "docs": [{"ok": doc} |
+/// {"error": {...}}]}`, already in the caller's namespace) in CouchDB's multipart form
+/// (`chttpd_db:send_docs_multipart_bulk_get/4`): a part per revision, `multipart/related`
+/// with `X-Doc-Id` and `X-Rev-Id` for one with attachment data, `application/json`
+/// otherwise, `error="true"` on errors.
+pub fn bulk_get_from_json(results: &[Value], mime: &str) -> Result<(String, Bytes)> {
+    let encode = |v: &Value| serde_json::to_vec(v).map_err(|e| Error::Internal(e.to_string()));
+    let mut parts: Vec<(String, Bytes)> = Vec::new();
+    for result in results {
+        for item in result["docs"].as_array().into_iter().flatten() {
+            if let Some(doc) = item.get("ok") {
+                match split_inline(doc)? {
+                    Some((json, atts)) => {
+                        let (ctype, body) = super::build(&json, &atts);
+                        let id = doc["_id"].as_str().unwrap_or_default();
+                        let rev = doc["_rev"].as_str().unwrap_or_default();
+                        let head = format!(
+                            "X-Doc-Id: {}\r\nX-Rev-Id: {rev}\r\nContent-Type: {ctype}",
+                            header_safe(id)
+                        );
+                        parts.push((head, body));
+                    }
+                    None => parts.push((
+                        "Content-Type: application/json".into(),
+                        Bytes::from(encode(doc)?),
+                    )),
+                }
+            } else {
+                // An item that is neither (PouchDB Server answers a missing document `{}`)
+                // is the document's absence, as CouchDB names it.
+                let missing = serde_json::json!({
+                    "id": result["id"], "rev": Value::Null, "error": "not_found", "reason": "missing",
+                });
+                let err = item.get("error").unwrap_or(&missing);
+                parts.push((
+                    "Content-Type: application/json; error=\"true\"".into(),
+                    Bytes::from(encode(err)?),
+                ));
+            }
+        }
+    }
+    let boundary = format!(
+        "--{}",
+        fresh_boundary(parts.iter().map(|(_, b)| b.as_ref()))
+    );
+    let mut out = Vec::with_capacity(
+        parts
+            .iter()
+            .map(|(h, b)| h.len() + b.len() + 96)
+            .sum::<usize>()
+            + 64,
+    );
+    for (head, body) in &parts {
+        out.extend_from_slice(format!("\r\n--{boundary}\r\n{head}\r\n\r\n").as_bytes());
+        out.extend_from_slice(body);
+    }
+    if !parts.is_empty() {
+        out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    }
+    Ok((format!("{mime}; boundary=\"{boundary}\""), Bytes::from(out)))
+}
+
+/// A document id as a header value: percent-encoded if it holds anything a header cannot.
+fn header_safe(id: &str) -> String {
+    if id.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        id.to_owned()
+    } else {
+        percent_encoding::utf8_percent_encode(id, percent_encoding::CONTROLS).to_string()
+    }
+}
+
 /// The JSON of a document part with its object rewritten by `f`.
 pub fn rewrite_json(body: &[u8], f: impl FnOnce(&mut Value) -> Result<()>) -> Result<Vec<u8>> {
     let mut v: Value = crate::body::parse_json(body).map_err(|_| bad("a part that is not JSON"))?;
@@ -617,6 +703,46 @@ mod tests {
         assert!(!accepts(Some("*/*, multipart/*;q=0"), m));
         assert!(!accepts(Some(""), m));
         assert!(!accepts(Some("multipart/related"), m));
+    }
+
+    #[test]
+    fn bulk_get_answers_multipart_only_to_clients_that_do_not_take_json() {
+        assert_eq!(
+            bulk_get_wanted(Some("multipart/mixed")),
+            Some("multipart/mixed")
+        );
+        assert_eq!(
+            bulk_get_wanted(Some("multipart/related")),
+            Some("multipart/related")
+        );
+        assert_eq!(
+            bulk_get_wanted(Some("application/json, multipart/mixed")),
+            None
+        );
+        assert_eq!(bulk_get_wanted(Some("*/*")), None);
+        assert_eq!(bulk_get_wanted(None), None);
+        let results = vec![
+            serde_json::json!({"id": "a", "docs": [{"ok": {"_id": "a", "_rev": "1-x",
+                "_attachments": {"f": {"content_type": "text/plain", "data": "aGk="}}}}]}),
+            serde_json::json!({"id": "b", "docs": [{"ok": {"_id": "b", "_rev": "1-y"}}]}),
+            serde_json::json!({"id": "c", "docs": [{"error": {"id": "c", "rev": "1-z", "error": "not_found", "reason": "missing"}}]}),
+        ];
+        let (ctype, body) = bulk_get_from_json(&results, "multipart/mixed").unwrap();
+        let mut rw = Rewriter::new(&ctype, Upper, 1 << 20).unwrap();
+        let mut out = BytesMut::new();
+        rw.push(&body, &mut out).unwrap();
+        rw.finish(&mut out).unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains("X-Doc-Id: client:a\r\nX-Rev-Id: 1-x\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("\r\n\r\nhi\r\n"));
+        assert!(text.contains(r#"{"_id":"B","_rev":"1-y"}"#));
+        assert!(text.contains(r#""error":"not_found""#) && text.contains(r#""seen":true"#));
+        assert!(text.ends_with("--\r\n"));
+        let (_, empty) = bulk_get_from_json(&[], "multipart/mixed").unwrap();
+        assert!(empty.is_empty());
     }
 
     #[test]

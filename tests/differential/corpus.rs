@@ -565,6 +565,16 @@ fn doc_reads(v: &mut Vec<Step>) {
         )
         .header("Accept", "multipart/mixed"),
     );
+    v.push(
+        post(
+            "multipart/bulk-get",
+            "/_bulk_get?revs=true&attachments=true",
+        )
+        .json_text(
+            r#"{"docs":[{"id":"att"},{"id":"a"},{"id":"nothing"},{"id":"a","rev":"${rev:a@1}"}]}"#,
+        )
+        .header("Accept", "multipart/mixed"),
+    );
     v.push(get("read/a/rev-first", "/a?rev=${rev:a@1}"));
     v.push(get("read/a/rev-first-revs", "/a?rev=${rev:a@1}&revs=true"));
     v.push(
