@@ -52,8 +52,18 @@ impl State {
     }
 
     /// Records a write acknowledged to the client, for read-your-writes in `_changes`.
-    pub fn note_write(&self, ns: &Namespace) {
-        self.changes.note_write(ns);
+    /// An acknowledged write to `ns`, from the backend's answer: a `{"id", "rev"}` object or
+    /// a `_bulk_docs` array of them (backing ids; errors skipped).
+    pub fn note_write(&self, ns: &Namespace, answer: &serde_json::Value) {
+        let one = |v: &serde_json::Value| {
+            let (id, rev) = (v.get("id")?.as_str()?, v.get("rev")?.as_str()?);
+            Some((ns.decode_id(id)?, rev.to_owned()))
+        };
+        let written: Vec<(String, String)> = match answer {
+            serde_json::Value::Array(rows) => rows.iter().filter_map(one).collect(),
+            v => one(v).into_iter().collect(),
+        };
+        self.changes.note_write(ns, &written);
     }
 }
 

@@ -8,6 +8,7 @@ mod support;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
+use support::fake::{Fake, FakeGate};
 use support::{free_port, unique_db, Backend, Client, Gate};
 
 fn ids(v: &Value) -> Vec<String> {
@@ -452,4 +453,48 @@ async fn a_cold_index_answers_503_until_it_is_built() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(ids(&built), ["a"]);
+}
+
+/// Read-your-writes when the feed lags the acknowledged write (a CouchDB cluster acknowledges a
+/// write once `w` copies have it, and its feed may be read from one that has not): the
+/// `_changes` after a write holds the write, however many empty passes the follower reads.
+#[tokio::test]
+async fn a_write_is_in_the_next_changes_even_when_the_feed_lags_behind_it() {
+    let backend = Backend::start();
+    let fake = Fake::start(&backend.url);
+    let gate = FakeGate::start(&fake.url(), &[]);
+    let alice = gate.client("alice");
+    alice.create_db("notes").await;
+    for round in 0..3 {
+        fake.hide_changes_for(Duration::from_millis(700));
+        let id = format!("doc-{round}");
+        alice
+            .put(&format!("/notes/{id}"), json!({"v": round}))
+            .await
+            .ok();
+        let ch = alice.get("/notes/_changes?since=0").await.ok();
+        let ids: Vec<&str> = ch["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        assert!(ids.contains(&id.as_str()), "round {round}: {ids:?}");
+        // Bulk writes too.
+        fake.hide_changes_for(Duration::from_millis(700));
+        let bulk: Vec<Value> = (0..5)
+            .map(|i| json!({"_id": format!("b{round}-{i}")}))
+            .collect();
+        alice
+            .post("/notes/_bulk_docs", json!({"docs": bulk}))
+            .await
+            .ok();
+        let info = alice.get("/notes").await.ok();
+        assert_eq!(info["doc_count"], 6 * (round + 1), "round {round}: {info}");
+        let ch = alice.get("/notes/_changes?since=0").await.ok();
+        assert_eq!(
+            ch["results"].as_array().unwrap().len(),
+            6 * (round as usize + 1)
+        );
+    }
 }

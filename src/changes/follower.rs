@@ -29,6 +29,8 @@ use tokio::sync::{watch, Notify};
 
 /// Backend rows read per request.
 const PAGE: usize = 1000;
+/// Written revisions remembered per namespace until the index is seen to hold them.
+const EXPECTED_PER_NAMESPACE: usize = 1000;
 /// How long one upstream longpoll waits.
 const LONGPOLL: Duration = Duration::from_secs(55);
 
@@ -39,6 +41,9 @@ pub struct Follower {
     kick: Notify,
     writes: AtomicU64,
     last_write: DashMap<String, u64>,
+    /// Revisions written through this instance that the index has not been seen to hold yet,
+    /// per namespace (the newest [`EXPECTED_PER_NAMESPACE`]).
+    expected: DashMap<String, Vec<(String, String)>>,
     synced: watch::Sender<u64>,
     /// Whether the backend lists leaf revisions winner first; learnt from `GET /`.
     winner_first: std::sync::OnceLock<bool>,
@@ -79,6 +84,7 @@ impl Follower {
             kick: Notify::new(),
             writes: AtomicU64::new(0),
             last_write: DashMap::new(),
+            expected: DashMap::new(),
             synced,
             winner_first: std::sync::OnceLock::new(),
         });
@@ -86,14 +92,56 @@ impl Follower {
         f
     }
 
-    /// Marks an acknowledged write to a namespace.
-    pub fn note_write(&self, partition: &str) {
+    /// Marks an acknowledged write to a namespace, with the `(id, rev)` pairs it wrote (the
+    /// client's ids).
+    pub fn note_write(&self, partition: &str, written: &[(String, String)]) {
         let n = self.writes.fetch_add(1, Ordering::AcqRel) + 1;
         self.last_write.insert(partition.to_owned(), n);
+        if !written.is_empty() {
+            let mut expected = self.expected.entry(partition.to_owned()).or_default();
+            expected.extend(written.iter().cloned());
+            let over = expected.len().saturating_sub(EXPECTED_PER_NAMESPACE);
+            expected.drain(..over);
+        }
+    }
+
+    /// Whether the index holds every revision written through this instance to `partition`
+    /// that it has not seen yet; those it holds are forgotten.
+    async fn holds_expected(&self, partition: &str) -> bool {
+        let Some(expected) = self.expected.get(partition).map(|e| e.clone()) else {
+            return true;
+        };
+        let index = Arc::clone(&self.index);
+        let p = partition.to_owned();
+        let seen = tokio::task::spawn_blocking(move || {
+            expected
+                .iter()
+                .map(|(id, rev)| index.holds(&p, id, rev).unwrap_or(false))
+                .collect::<Vec<bool>>()
+        })
+        .await
+        .unwrap_or_default();
+        let mut all = true;
+        if let Some(mut e) = self.expected.get_mut(partition) {
+            let mut i = 0;
+            e.retain(|_| {
+                let keep = !seen.get(i).copied().unwrap_or(false);
+                i += 1;
+                all &= !keep;
+                keep
+            });
+        }
+        self.expected.remove_if(partition, |_, e| e.is_empty());
+        all
     }
 
     /// Waits until every write acknowledged through this instance to `partition` is indexed;
     /// `false` when the index is not ready or that takes longer than `timeout`.
+    ///
+    /// Two conditions: a catch-up pass that started after the write has finished, and the
+    /// index holds each revision written. On one CouchDB node the first implies the second; on
+    /// a cluster a write is acknowledged once `w` copies have it, and the feed may be read
+    /// from a copy that does not have it yet, so the follower is asked again until it does.
     pub async fn wait_synced(&self, partition: &str, timeout: Duration) -> bool {
         if !self.index.is_ready() {
             return false;
@@ -102,17 +150,25 @@ impl Follower {
             return true;
         };
         let mut rx = self.synced.subscribe();
-        if *rx.borrow() >= need {
+        if *rx.borrow() >= need && self.holds_expected(partition).await {
             return true;
         }
-        self.kick.notify_one();
         tokio::time::timeout(timeout, async {
-            while *rx.borrow_and_update() < need {
+            loop {
+                // Ask for a pass, and wait for the next one to finish.
+                rx.borrow_and_update();
+                self.kick.notify_one();
                 if rx.changed().await.is_err() {
                     return false;
                 }
+                if *rx.borrow() >= need && self.holds_expected(partition).await {
+                    return true;
+                }
+                // The feed has not shown every write yet (a cluster copy behind): again shortly.
+                if *rx.borrow() >= need {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
-            true
         })
         .await
         .unwrap_or(false)

@@ -490,6 +490,30 @@ impl ChangesIndex {
         Ok(got.map(|g| g.value().0))
     }
 
+    /// Whether the index has seen revision `rev` of a namespace's document `id` (the client's
+    /// id): it is one of the leaves listed, or a later generation has replaced it.
+    pub fn holds(&self, partition: &str, id: &str, rev: &str) -> Result<bool> {
+        let tx = self.read()?;
+        let docs = tx.open_table(DOCS).map_err(store_err)?;
+        let Some(n) = docs
+            .get((partition, id))
+            .map_err(store_err)?
+            .map(|g| g.value().0)
+        else {
+            return Ok(false);
+        };
+        let log = tx.open_table(LOG).map_err(store_err)?;
+        let Some(entry) = log.get((partition, n)).map_err(store_err)? else {
+            return Ok(false);
+        };
+        let (_, _, leaves) = entry.value();
+        let generation = |r: &str| r.split('-').next().and_then(|g| g.parse::<u64>().ok());
+        let wanted = generation(rev).unwrap_or(u64::MAX);
+        Ok(leaves
+            .iter()
+            .any(|l| *l == rev || generation(l).is_some_and(|g| g > wanted)))
+    }
+
     /// How many of a namespace's changes lie after `after` (before it, when `descending`):
     /// CouchDB's `pending`.
     pub fn pending(&self, partition: &str, after: u64, descending: bool) -> Result<u64> {

@@ -82,8 +82,8 @@ impl Changes {
     }
 
     /// Records a write acknowledged to the client, for read-your-writes.
-    pub fn note_write(&self, ns: &Namespace) {
-        self.follower.note_write(ns.partition());
+    pub fn note_write(&self, ns: &Namespace, written: &[(String, String)]) {
+        self.follower.note_write(ns.partition(), written);
     }
 
     /// Whether the index holds every write acknowledged through this instance to `ns` (waiting
@@ -169,7 +169,7 @@ impl Changes {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        self.note_write(ns);
+        self.note_write(ns, &[]);
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if self.follower.wait_synced(ns.partition(), left).await {
             Ok(())

@@ -140,15 +140,9 @@ pub async fn handle(
         let value = parse_json(&bytes).unwrap_or_else(|_| serde_json::json!({}));
         return Err(ns.client_error(backend_error(status, &value), &backing));
     }
-    st.note_write(ns);
-    super::doc::write_result(
-        ns,
-        &backing,
-        status,
-        &headers,
-        parse_json(&bytes)?,
-        Some(name),
-    )
+    let value = parse_json(&bytes)?;
+    st.note_write(ns, &value);
+    super::doc::write_result(ns, &backing, status, &headers, value, Some(name))
 }
 
 /// CouchDB's 404 when the document (at `rev`, else its winner) has no attachment `name`.

@@ -126,7 +126,7 @@ async fn forward(
             "_bulk_docs answer is not an array".into(),
         ));
     };
-    st.note_write(ns);
+    st.note_write(ns, &Value::Array(rows.clone()));
     let rows = rows.into_iter().map(|r| strip_row(ns, r)).collect();
     let rows = merge_rows(&positions, rows, refused_rows);
     Ok(json_response(status, &Value::Array(rows)))

@@ -753,7 +753,7 @@ async fn send_write(
     if !status.is_success() {
         return Err(ns.client_error(backend_error(status, &value), backing));
     }
-    st.note_write(ns);
+    st.note_write(ns, &value);
     Ok((status, headers, value))
 }
 

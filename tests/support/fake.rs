@@ -30,6 +30,9 @@ pub enum Fault {
 struct Shared {
     faults: Mutex<Vec<(String, Fault)>>,
     log: Mutex<Vec<String>>,
+    /// Until then every `_changes` answer is empty and ends where it began: a cluster copy
+    /// that has not received the latest writes yet.
+    stale_until: Mutex<Option<std::time::Instant>>,
 }
 
 type Script = Arc<Shared>;
@@ -99,6 +102,13 @@ impl Fake {
             .push((pattern.to_owned(), fault));
     }
 
+    /// For `d` from now, every `_changes` answer is empty and ends at its own `since` (what a
+    /// feed read from a CouchDB cluster copy behind the acknowledged writes looks like). The
+    /// answers already on their way when it starts are hidden too.
+    pub fn hide_changes_for(&self, d: std::time::Duration) {
+        *self.script.stale_until.lock().unwrap() = Some(std::time::Instant::now() + d);
+    }
+
     /// Every request seen so far, as `METHOD target`.
     pub fn requests(&self) -> Vec<String> {
         self.script.log.lock().unwrap().clone()
@@ -157,6 +167,27 @@ async fn until_closed(s: &mut TcpStream) {
             break;
         }
     }
+}
+
+/// An empty `_changes` answer that ends at the request's own `since`.
+fn stale_changes(target: &str) -> String {
+    let since = target
+        .split_once('?')
+        .map(|(_, q)| q)
+        .unwrap_or("")
+        .split('&')
+        .find_map(|p| p.strip_prefix("since="))
+        .map(|v| {
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .unwrap_or_else(|| "0".into());
+    let since = match since.parse::<u64>() {
+        Ok(n) => serde_json::json!(n),
+        Err(_) => serde_json::json!(since),
+    };
+    serde_json::json!({"results": [], "last_seq": since, "pending": 0}).to_string()
 }
 
 async fn serve(mut s: TcpStream, upstream: String, script: Script, http: reqwest::Client) {
@@ -239,6 +270,16 @@ async fn serve(mut s: TcpStream, upstream: String, script: Script, http: reqwest
                     .to_owned();
                 let Ok(bytes) = resp.bytes().await else {
                     return;
+                };
+                let stale = script
+                    .stale_until
+                    .lock()
+                    .unwrap()
+                    .is_some_and(|t| std::time::Instant::now() < t);
+                let bytes = if stale && target.contains("/_changes") && status == 200 {
+                    stale_changes(&target).into_bytes().into()
+                } else {
+                    bytes
                 };
                 if !respond(&mut s, status, &ct, &bytes).await {
                     return;
