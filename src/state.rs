@@ -55,9 +55,11 @@ impl State {
     /// An acknowledged write to `ns`, from the backend's answer: a `{"id", "rev"}` object or
     /// a `_bulk_docs` array of them (backing ids; errors skipped).
     pub fn note_write(&self, ns: &Namespace, answer: &serde_json::Value) {
+        // `_local` documents are not in the feed: nothing to wait for.
         let one = |v: &serde_json::Value| {
             let (id, rev) = (v.get("id")?.as_str()?, v.get("rev")?.as_str()?);
-            Some((ns.decode_id(id)?, rev.to_owned()))
+            let id = ns.decode_id(id).filter(|id| !id.starts_with("_local/"))?;
+            Some((id, rev.to_owned()))
         };
         let written: Vec<(String, String)> = match answer {
             serde_json::Value::Array(rows) => rows.iter().filter_map(one).collect(),

@@ -172,21 +172,34 @@ impl Registry {
         let exists = || {
             Error::FileExists("The database could not be created, the file already exists.".into())
         };
-        let current = self.read_meta(user, db).await?;
-        let current = current.as_ref().map(Meta::of).unwrap_or_default();
-        if current.epoch.is_some() {
-            return Err(exists());
+        // A conflict is another writer of the record: a concurrent create (then it exists)
+        // or the cleanup of an earlier incarnation finishing (then try again).
+        let mut written = None;
+        for _ in 0..META_RETRIES {
+            let current = self.read_meta(user, db).await?;
+            let current = current.as_ref().map(Meta::of).unwrap_or_default();
+            if current.epoch.is_some() {
+                return Err(exists());
+            }
+            let next = Meta {
+                epoch: Some(new_epoch()),
+                ..current
+            };
+            match self.write_meta(user, db, &next).await {
+                Ok(()) => {
+                    written = Some(next);
+                    break;
+                }
+                Err(e) if e.status() == StatusCode::CONFLICT => continue,
+                Err(e) => return Err(e),
+            }
         }
-        let epoch = new_epoch();
-        let next = Meta {
-            epoch: Some(epoch.clone()),
-            ..current
+        let Some(next) = written else {
+            return Err(Error::Conflict(
+                "too many concurrent updates of the database record".into(),
+            ));
         };
-        match self.write_meta(user, db, &next).await {
-            Ok(()) => {}
-            Err(e) if e.status() == StatusCode::CONFLICT => return Err(exists()),
-            Err(e) => return Err(e),
-        }
+        let epoch = next.epoch.clone().unwrap_or_default();
         if !next.dropped.is_empty() {
             // An earlier incarnation's cleanup did not finish.
             self.clean(user, db);
