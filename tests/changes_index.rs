@@ -322,7 +322,10 @@ async fn foreign_since_replays_from_the_start_and_garbage_is_refused() {
             .get(&format!("/notes/_changes?since={since}"))
             .await
             .ok();
-        assert_eq!(ids(&v), ["a", "b", "c"], "since={since}");
+        // In the feed's order, which on a sharded CouchDB database interleaves the shards.
+        let mut got = ids(&v);
+        got.sort();
+        assert_eq!(got, ["a", "b", "c"], "since={since}");
     }
     // Text that is no sequence of any kind is refused, as CouchDB refuses it.
     for since in ["garbage", "-1", "%5B1%5D"] {
