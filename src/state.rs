@@ -55,8 +55,12 @@ impl State {
     /// An acknowledged write to `ns`, from the backend's answer: a `{"id", "rev"}` object or
     /// a `_bulk_docs` array of them (backing ids; errors skipped).
     pub fn note_write(&self, ns: &Namespace, answer: &serde_json::Value) {
-        // `_local` documents are not in the feed: nothing to wait for.
+        // `_local` documents are not in the feed: nothing to wait for; nor are rows of
+        // documents that were not written (`error`, e.g. `all_or_nothing`'s `"rev": "0-"`).
         let one = |v: &serde_json::Value| {
+            if v.get("error").is_some() {
+                return None;
+            }
             let (id, rev) = (v.get("id")?.as_str()?, v.get("rev")?.as_str()?);
             let id = ns.decode_id(id).filter(|id| !id.starts_with("_local/"))?;
             Some((id, rev.to_owned()))

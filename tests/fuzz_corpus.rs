@@ -47,3 +47,8 @@ fn seq_tokens_corpus() {
 fn multipart_corpus() {
     replay("multipart", properties::multipart);
 }
+
+#[test]
+fn multipart_answer_corpus() {
+    replay("multipart_answer", properties::multipart_answer);
+}

@@ -184,3 +184,44 @@ pub fn multipart(data: &[u8]) {
     let again_atts = multipart::attachments(&shape.follows, again.rest).expect("same parts");
     assert_eq!(again_atts, atts);
 }
+
+/// Fields: chunk size (one byte), boundary, body. The streaming rewriter of multipart answers
+/// never panics, and how the answer is cut into network chunks changes nothing: the same
+/// verdict, the same bytes out.
+pub fn multipart_answer(data: &[u8]) {
+    use couchgate::multipart::answer::{Rewrite, Rewriter};
+    struct Same;
+    impl Rewrite for Same {
+        fn json(&mut self, body: &[u8], _error: bool) -> couchgate::error::Result<Vec<u8>> {
+            Ok(body.to_vec())
+        }
+        fn doc_id(&mut self, backing: &str) -> couchgate::error::Result<String> {
+            Ok(backing.to_owned())
+        }
+    }
+    let Some((&chunk, rest)) = data.split_first() else {
+        return;
+    };
+    let Some(at) = rest.iter().position(|b| *b == 0xff) else {
+        return;
+    };
+    let Ok(boundary) = std::str::from_utf8(&rest[..at]) else {
+        return;
+    };
+    let body = &rest[at + 1..];
+    let ctype = format!("multipart/mixed; boundary=\"{boundary}\"");
+    let run = |size: usize| -> Option<Vec<u8>> {
+        let mut rw = Rewriter::new(&ctype, Same, 4096).ok()?;
+        let mut out = bytes::BytesMut::new();
+        for piece in body.chunks(size.max(1)) {
+            rw.push(piece, &mut out).ok()?;
+        }
+        rw.finish(&mut out).ok()?;
+        Some(out.to_vec())
+    };
+    assert_eq!(
+        run(usize::from(chunk)),
+        run(body.len()),
+        "chunking changed the answer"
+    );
+}
