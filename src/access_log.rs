@@ -28,6 +28,11 @@ tokio::task_local! {
     static CURRENT: Arc<Notes>;
 }
 
+/// Whether access-log lines are written (the log filter lets `couchgate::access` through).
+pub fn enabled() -> bool {
+    tracing::enabled!(target: "couchgate::access", tracing::Level::INFO)
+}
+
 /// Runs `f` with `notes` as the current request's.
 pub async fn scope<F: std::future::Future>(notes: Arc<Notes>, f: F) -> F::Output {
     CURRENT.scope(notes, f).await

@@ -65,6 +65,16 @@ impl ChunkSender {
     }
 }
 
+/// A 200 response of the given content type (a multipart answer's, with its boundary).
+pub fn typed_response(content_type: &str, body: Body) -> Result<Response<Body>> {
+    let mut r = Response::new(body);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(content_type).map_err(|e| Error::BadGateway(e.to_string()))?,
+    );
+    Ok(r)
+}
+
 /// A JSON response, with CouchDB's content type.
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut text = serde_json::to_vec(value).expect("a serde_json::Value always serialises");

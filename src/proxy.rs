@@ -44,10 +44,20 @@ impl Proxy {
         let origin = req.headers().get(header::ORIGIN).cloned();
         let method = req.method().clone();
         let started = std::time::Instant::now();
-        let target = access_log::redact(req.uri().path_and_query().map_or("/", |pq| pq.as_str()));
-        let notes = Arc::new(access_log::Notes::default());
-        let inner = access_log::scope(Arc::clone(&notes), self.handle_inner(req));
-        let mut resp = match inner.instrument(span.clone()).await {
+        // The access log's work is only done when its lines are written.
+        let log = access_log::enabled().then(|| {
+            let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            (
+                access_log::redact(target),
+                Arc::new(access_log::Notes::default()),
+            )
+        });
+        let inner = self.handle_inner(req).instrument(span.clone());
+        let answered = match &log {
+            Some((_, notes)) => access_log::scope(Arc::clone(notes), inner).await,
+            None => inner.await,
+        };
+        let mut resp = match answered {
             Ok(resp) => resp,
             Err(e) => {
                 let _g = span.enter();
@@ -102,9 +112,10 @@ impl Proxy {
                 .or_insert(HeaderValue::from_static("must-revalidate"));
         }
         self.state.cors.decorate(origin.as_ref(), h);
-        Ok(access_log::Logged::wrap(
-            resp, method, target, started, notes,
-        ))
+        Ok(match log {
+            Some((target, notes)) => access_log::Logged::wrap(resp, method, target, started, notes),
+            None => resp,
+        })
     }
 
     async fn handle_inner(&self, req: Request<Incoming>) -> Result<Response<Body>> {

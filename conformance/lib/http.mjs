@@ -73,12 +73,10 @@ export async function request(url, { method = 'GET', headers = {}, body, timeout
     payload = JSON.stringify(body);
     if (!Object.keys(h).some((k) => k.toLowerCase() === 'content-type')) h['Content-Type'] = 'application/json';
   }
+  Object.assign(h, basicAuth(url));
   const u = new URL(url);
-  if (u.username) {
-    h.Authorization = 'Basic ' + Buffer.from(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`).toString('base64');
-    u.username = '';
-    u.password = '';
-  }
+  u.username = '';
+  u.password = '';
   const res = await nodeFetch(u.toString(), { method, headers: h, body: payload, signal: AbortSignal.timeout(timeout) });
   const text = await res.text();
   let parsed = text;
@@ -97,6 +95,14 @@ export async function requestOk(url, opts) {
     throw e;
   }
   return r.body;
+}
+
+/** `{Authorization: 'Basic ...'}` for the credentials in a URL, or `{}`. */
+export function basicAuth(url) {
+  const u = new URL(url);
+  if (!u.username) return {};
+  const pair = `${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`;
+  return { Authorization: 'Basic ' + Buffer.from(pair).toString('base64') };
 }
 
 export function stripCreds(url) {

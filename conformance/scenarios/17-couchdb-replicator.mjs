@@ -5,7 +5,7 @@
 // attachment digests come out as they went in, and the control run does the same replications
 // straight between plain databases. Runs whenever the backend is a CouchDB (`COUCHDB_URL`):
 // its replicator is the backend's own.
-import { request, requestOk } from '../lib/http.mjs';
+import { basicAuth, request, requestOk } from '../lib/http.mjs';
 import { assert, pseudoRandomBytes, sha256, waitFor } from '../lib/util.mjs';
 
 const BIG = 3 * 1024 * 1024;
@@ -97,13 +97,9 @@ async function replicate(server, { source, target, ...opts }) {
 /** The replicator's form of an endpoint: credentials in the URL become a Basic header. */
 function replEndpoint({ url, headers }) {
   const u = new URL(url);
-  const h = { ...headers };
-  if (u.username) {
-    h.Authorization = 'Basic ' + Buffer.from(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`).toString('base64');
-    u.username = '';
-    u.password = '';
-  }
-  return { url: u.toString(), headers: h };
+  u.username = '';
+  u.password = '';
+  return { url: u.toString(), headers: { ...headers, ...basicAuth(url) } };
 }
 
 function docPath(id) {

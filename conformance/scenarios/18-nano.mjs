@@ -2,6 +2,7 @@
 // (`multipart.insert` sends a mixed-case boundary with lower-case part headers and no file
 // names; `multipart.get` asks for `multipart/related`), through couchgate as through CouchDB.
 import Nano from 'nano';
+import { basicAuth } from '../lib/http.mjs';
 import { assert, pseudoRandomBytes } from '../lib/util.mjs';
 
 export default {
@@ -30,7 +31,7 @@ export default {
     // at PouchDB Server (the control run there) nano's multipart body crashes the server (it
     // reads a part without a file name as JSON), so that run writes the same document inline.
     const hello = await fetch(ctx.env.backendUrl ? new URL(ctx.env.backendUrl).origin : url.origin,
-      { headers: backendAuth(ctx.env.backendUrl) }).then((r) => r.json()).catch(() => ({}));
+      { headers: ctx.env.backendUrl ? basicAuth(ctx.env.backendUrl) : {} }).then((r) => r.json()).catch(() => ({}));
     const multipartOk = ctx.isGate || hello.couchdb === 'Welcome';
     const bin = pseudoRandomBytes(50000, 5);
     const text = 'hello\r\n--not-a-boundary\r\n';
@@ -89,9 +90,3 @@ export default {
   },
 };
 
-/** A Basic header for a URL's credentials. */
-function backendAuth(url) {
-  if (!url) return {};
-  const u = new URL(url);
-  return u.username ? { Authorization: 'Basic ' + Buffer.from(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`).toString('base64') } : {};
-}

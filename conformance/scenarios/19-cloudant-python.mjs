@@ -7,6 +7,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { basicAuth } from '../lib/http.mjs';
 import { assert } from '../lib/util.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -37,7 +38,7 @@ export default {
   timeout: 360000,
   async run(ctx) {
     if (!ctx.isGate) {
-      const hello = await fetch(new URL(ctx.env.backendUrl).origin, { headers: basic(ctx.env.backendUrl) })
+      const hello = await fetch(new URL(ctx.env.backendUrl).origin, { headers: basicAuth(ctx.env.backendUrl) })
         .then((r) => r.json()).catch(() => ({}));
       if (hello.couchdb !== 'Welcome') {
         ctx.skip('PouchDB Server is no control for this client: the SDK\'s one-off follower never ends there (no `pending`), and it stores gzip-encoded uploads encoded');
@@ -88,8 +89,3 @@ export default {
   },
 };
 
-/** A Basic header for a URL's credentials. */
-function basic(url) {
-  const u = new URL(url);
-  return u.username ? { Authorization: 'Basic ' + Buffer.from(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`).toString('base64') } : {};
-}

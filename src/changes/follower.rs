@@ -113,26 +113,26 @@ impl Follower {
         };
         let index = Arc::clone(&self.index);
         let p = partition.to_owned();
-        let seen = tokio::task::spawn_blocking(move || {
-            expected
-                .iter()
-                .map(|(id, rev)| index.holds(&p, id, rev).unwrap_or(false))
-                .collect::<Vec<bool>>()
+        // The revisions held, by value: writes noted meanwhile stay expected.
+        let (held, missing) = tokio::task::spawn_blocking(move || {
+            let mut held = std::collections::HashSet::new();
+            let mut missing = 0usize;
+            for (id, rev) in expected {
+                if index.holds(&p, &id, &rev).unwrap_or(false) {
+                    held.insert((id, rev));
+                } else {
+                    missing += 1;
+                }
+            }
+            (held, missing)
         })
         .await
-        .unwrap_or_default();
-        let mut all = true;
+        .unwrap_or((std::collections::HashSet::new(), 1));
         if let Some(mut e) = self.expected.get_mut(partition) {
-            let mut i = 0;
-            e.retain(|_| {
-                let keep = !seen.get(i).copied().unwrap_or(false);
-                i += 1;
-                all &= !keep;
-                keep
-            });
+            e.retain(|w| !held.contains(w));
         }
         self.expected.remove_if(partition, |_, e| e.is_empty());
-        all
+        missing == 0
     }
 
     /// Waits until every write acknowledged through this instance to `partition` is indexed;

@@ -164,12 +164,7 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
     let results: Vec<Value> = results.into_iter().flatten().collect();
     if let Some(mime) = multipart {
         let (ctype, body) = crate::multipart::answer::bulk_get_from_json(&results, mime)?;
-        let mut r = Response::new(crate::body::full(body));
-        r.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_str(&ctype).map_err(|e| Error::Internal(e.to_string()))?,
-        );
-        return Ok(r);
+        return crate::body::typed_response(&ctype, crate::body::full(body));
     }
     Ok(json_response(
         StatusCode::OK,

@@ -337,7 +337,7 @@ async fn get(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Resp
                 .transpose()?
                 .flatten()
             {
-                Some((ctype, body)) => multipart_response(&ctype, body::full(body))?,
+                Some((ctype, body)) => body::typed_response(&ctype, body::full(body))?,
                 None => json_response(status, doc),
             }
         }
@@ -381,19 +381,10 @@ fn answer_rows(rows: &[Value], want: Option<Multipart>) -> Result<Response<Body>
     match want {
         Some(Multipart::Mixed) => {
             let (ctype, body) = answer::mixed_from_json(rows)?;
-            multipart_response(&ctype, body::full(body))
+            body::typed_response(&ctype, body::full(body))
         }
         _ => Ok(json_response(StatusCode::OK, &Value::Array(rows.to_vec()))),
     }
-}
-
-fn multipart_response(ctype: &str, body: Body) -> Result<Response<Body>> {
-    let mut r = Response::new(body);
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(ctype).map_err(|e| Error::BadGateway(e.to_string()))?,
-    );
-    Ok(r)
 }
 
 /// The document parts of a backend's multipart answer, moved into the caller's namespace.
@@ -434,7 +425,7 @@ fn stream_multipart(
         changes: std::sync::Arc::clone(&st.changes),
     };
     let limit = usize::try_from(st.config.max_body_bytes).unwrap_or(usize::MAX);
-    let mut rw = answer::Rewriter::new(ctype, parts, limit)?;
+    let rw = answer::Rewriter::new(ctype, parts, limit)?;
     let boundary = multipart::boundary(ctype)?;
     let mut first = bytes::BytesMut::new();
     for rev in missing {
@@ -449,44 +440,47 @@ fn stream_multipart(
     let (tx, out) = body::channel(4);
     let timeout = st.backend.timeout();
     tokio::spawn(async move {
-        use http_body_util::BodyExt;
-        let mut incoming = incoming;
-        let mut buf = first;
-        loop {
-            let frame = match tokio::time::timeout(timeout, incoming.frame()).await {
-                Err(_) => Err(Error::BackendTimeout(
-                    "the backend stopped answering".into(),
-                )),
-                Ok(None) => break,
-                Ok(Some(Err(e))) => Err(Error::BadGateway(format!("backend answer: {e}"))),
-                Ok(Some(Ok(frame))) => Ok(frame),
-            };
-            let pushed = frame.and_then(|f| match f.into_data() {
-                Ok(data) => rw.push(data.as_ref(), &mut buf),
-                Err(_) => Ok(()),
-            });
-            if let Err(e) = pushed {
-                tracing::warn!(error = %e, "multipart answer cut short");
-                tx.abort(e.reason()).await;
-                return;
-            }
-            if !buf.is_empty() && !tx.send(buf.split().freeze()).await {
-                return;
-            }
-        }
-        match rw.finish(&mut buf) {
-            Ok(()) => {
-                if !buf.is_empty() {
-                    tx.send(buf.freeze()).await;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "multipart answer cut short");
-                tx.abort(e.reason()).await;
-            }
+        if let Err(e) = pump(incoming, rw, first, &tx, timeout).await {
+            tracing::warn!(error = %e, "multipart answer cut short");
+            tx.abort(e.reason()).await;
         }
     });
-    multipart_response(ctype, out)
+    body::typed_response(ctype, out)
+}
+
+/// Feeds the backend's answer through `rw` to the client, starting with `first`; ends early
+/// (without error) when the client has gone away.
+async fn pump(
+    mut incoming: hyper::body::Incoming,
+    mut rw: answer::Rewriter<DocParts>,
+    mut buf: bytes::BytesMut,
+    tx: &body::ChunkSender,
+    timeout: std::time::Duration,
+) -> Result<()> {
+    use http_body_util::BodyExt;
+    loop {
+        let frame = match tokio::time::timeout(timeout, incoming.frame()).await {
+            Err(_) => {
+                return Err(Error::BackendTimeout(
+                    "the backend stopped answering".into(),
+                ))
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(Error::BadGateway(format!("backend answer: {e}"))),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            rw.push(&data, &mut buf)?;
+        }
+        if !buf.is_empty() && !tx.send(buf.split().freeze()).await {
+            return Ok(());
+        }
+    }
+    rw.finish(&mut buf)?;
+    if !buf.is_empty() {
+        tx.send(buf.freeze()).await;
+    }
+    Ok(())
 }
 
 /// 404 `missing` unless the namespace holds a live document `id`.

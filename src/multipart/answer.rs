@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use base64::Engine;
 use bytes::{Buf, Bytes, BytesMut};
 use memchr::memmem;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// What changes in a multipart answer.
 pub trait Rewrite {
@@ -34,6 +34,11 @@ pub trait Rewrite {
 const HEADERS_LIMIT: usize = 16 * 1024;
 /// Nesting: the answer, and a document with attachments inside it.
 const MAX_DEPTH: usize = 2;
+
+/// A JSON value's bytes.
+fn to_json(v: &Value) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| Error::Internal(e.to_string()))
+}
 
 fn bad(what: &str) -> Error {
     Error::BadGateway(format!(
@@ -353,18 +358,6 @@ fn write_header(out: &mut BytesMut, k: &str, v: &str) {
     out.extend_from_slice(v.as_bytes());
 }
 
-/// A fresh boundary that occurs in none of `data`.
-fn fresh_boundary<'a>(data: impl Iterator<Item = &'a [u8]> + Clone) -> String {
-    loop {
-        let candidate = format!("{:032x}", rand::random::<u128>());
-        let delimiter = format!("--{candidate}");
-        let finder = memmem::Finder::new(delimiter.as_bytes());
-        if data.clone().all(|d| finder.find(d).is_none()) {
-            return candidate;
-        }
-    }
-}
-
 /// A document read as JSON with its attachments' data inline, in CouchDB's multipart form:
 /// `None` when it has no inline data (CouchDB then answers JSON), otherwise the content type
 /// of a `multipart/related` body and its pieces: the document (attachments marked `follows`,
@@ -403,8 +396,7 @@ fn split_inline(doc: &Value) -> Result<Option<(Vec<u8>, Vec<Attachment>)>> {
             });
         }
     }
-    let json = serde_json::to_vec(&doc).map_err(|e| Error::Internal(e.to_string()))?;
-    Ok(Some((json, data)))
+    Ok(Some((to_json(&doc)?, data)))
 }
 
 /// The `multipart/related` answer of `GET /{db}/{id}?attachments=true` built from the
@@ -426,20 +418,15 @@ pub fn mixed_from_json(rows: &[Value]) -> Result<(String, Bytes)> {
                     let (ctype, body) = super::build(&json, &atts);
                     parts.push((ctype, body));
                 }
-                None => parts.push((
-                    "application/json".into(),
-                    Bytes::from(
-                        serde_json::to_vec(doc).map_err(|e| Error::Internal(e.to_string()))?,
-                    ),
-                )),
+                None => parts.push(("application/json".into(), Bytes::from(to_json(doc)?))),
             },
             None => parts.push((
                 "application/json; error=\"true\"".into(),
-                Bytes::from(serde_json::to_vec(row).map_err(|e| Error::Internal(e.to_string()))?),
+                Bytes::from(to_json(row)?),
             )),
         }
     }
-    let boundary = fresh_boundary(parts.iter().map(|(_, b)| b.as_ref()));
+    let boundary = super::fresh_boundary(parts.iter().map(|(_, b)| b.as_ref()));
     let mut out = Vec::with_capacity(parts.iter().map(|(_, b)| b.len() + 128).sum::<usize>() + 64);
     out.extend_from_slice(format!("--{boundary}").as_bytes());
     for (ctype, body) in &parts {
@@ -475,7 +462,6 @@ pub fn bulk_get_wanted(accept: Option<&str>) -> Option<&'static str> {
 /// with `X-Doc-Id` and `X-Rev-Id` for one with attachment data, `application/json`
 /// otherwise, `error="true"` on errors.
 pub fn bulk_get_from_json(results: &[Value], mime: &str) -> Result<(String, Bytes)> {
-    let encode = |v: &Value| serde_json::to_vec(v).map_err(|e| Error::Internal(e.to_string()));
     let mut parts: Vec<(String, Bytes)> = Vec::new();
     for result in results {
         for item in result["docs"].as_array().into_iter().flatten() {
@@ -493,7 +479,7 @@ pub fn bulk_get_from_json(results: &[Value], mime: &str) -> Result<(String, Byte
                     }
                     None => parts.push((
                         "Content-Type: application/json".into(),
-                        Bytes::from(encode(doc)?),
+                        Bytes::from(to_json(doc)?),
                     )),
                 }
             } else {
@@ -505,14 +491,14 @@ pub fn bulk_get_from_json(results: &[Value], mime: &str) -> Result<(String, Byte
                 let err = item.get("error").unwrap_or(&missing);
                 parts.push((
                     "Content-Type: application/json; error=\"true\"".into(),
-                    Bytes::from(encode(err)?),
+                    Bytes::from(to_json(err)?),
                 ));
             }
         }
     }
     let boundary = format!(
         "--{}",
-        fresh_boundary(parts.iter().map(|(_, b)| b.as_ref()))
+        super::fresh_boundary(parts.iter().map(|(_, b)| b.as_ref()))
     );
     let mut out = Vec::with_capacity(
         parts
@@ -544,19 +530,7 @@ fn header_safe(id: &str) -> String {
 pub fn rewrite_json(body: &[u8], f: impl FnOnce(&mut Value) -> Result<()>) -> Result<Vec<u8>> {
     let mut v: Value = crate::body::parse_json(body).map_err(|_| bad("a part that is not JSON"))?;
     f(&mut v)?;
-    serde_json::to_vec(&v).map_err(|e| Error::Internal(e.to_string()))
-}
-
-/// Moves `id` of an error object (a `_bulk_get` error part) through `f`.
-pub fn rewrite_error_id(
-    obj: &mut Map<String, Value>,
-    f: impl Fn(&str) -> Result<String>,
-) -> Result<()> {
-    if let Some(Value::String(id)) = obj.get("id") {
-        let client = f(id)?;
-        obj.insert("id".into(), Value::String(client));
-    }
-    Ok(())
+    to_json(&v)
 }
 
 #[cfg(test)]
@@ -585,41 +559,36 @@ mod tests {
         }
     }
 
-    /// CouchDB's `open_revs` answer: one revision with an attachment, one without, one missing.
-    fn couchdb_mixed() -> Vec<u8> {
+    /// CouchDB's `open_revs` answer: one revision with an attachment (whose data holds the
+    /// outer delimiter), one without, one missing; `id` and `missing` are what the document
+    /// parts and the error part hold.
+    fn mixed(id: &str, missing: &str) -> Vec<u8> {
         let mut v = Vec::new();
         v.extend_from_slice(b"--OUT\r\nContent-Type: multipart/related; boundary=\"IN\"\r\n\r\n");
         v.extend_from_slice(b"--IN\r\nContent-Type: application/json\r\n\r\n");
         v.extend_from_slice(
-            br#"{"_id":"a","_attachments":{"f.bin":{"follows":true,"length":13}}}"#,
+            format!(
+                r#"{{"_id":"{id}","_attachments":{{"f.bin":{{"follows":true,"length":13}}}}}}"#
+            )
+            .as_bytes(),
         );
         v.extend_from_slice(b"\r\n--IN\r\nContent-Disposition: attachment; filename=\"f.bin\"\r\nContent-Type: application/octet-stream\r\nContent-Length: 13\r\n\r\n");
         v.extend_from_slice(b"\r\n--IN\r\n--OUT");
         v.extend_from_slice(b"\r\n--IN--");
         v.extend_from_slice(b"\r\n--OUT\r\nContent-Type: application/json\r\n\r\n");
-        v.extend_from_slice(br#"{"_id":"a","_rev":"2-x"}"#);
+        v.extend_from_slice(format!(r#"{{"_id":"{id}","_rev":"2-x"}}"#).as_bytes());
         v.extend_from_slice(b"\r\n--OUT\r\nContent-Type: application/json; error=\"true\"\r\n\r\n");
-        v.extend_from_slice(br#"{"missing":"3-y"}"#);
+        v.extend_from_slice(missing.as_bytes());
         v.extend_from_slice(b"\r\n--OUT--");
         v
     }
 
+    fn couchdb_mixed() -> Vec<u8> {
+        mixed("a", r#"{"missing":"3-y"}"#)
+    }
+
     fn expected() -> Vec<u8> {
-        let mut v = Vec::new();
-        v.extend_from_slice(b"--OUT\r\nContent-Type: multipart/related; boundary=\"IN\"\r\n\r\n");
-        v.extend_from_slice(b"--IN\r\nContent-Type: application/json\r\n\r\n");
-        v.extend_from_slice(
-            br#"{"_id":"A","_attachments":{"f.bin":{"follows":true,"length":13}}}"#,
-        );
-        v.extend_from_slice(b"\r\n--IN\r\nContent-Disposition: attachment; filename=\"f.bin\"\r\nContent-Type: application/octet-stream\r\nContent-Length: 13\r\n\r\n");
-        v.extend_from_slice(b"\r\n--IN\r\n--OUT");
-        v.extend_from_slice(b"\r\n--IN--");
-        v.extend_from_slice(b"\r\n--OUT\r\nContent-Type: application/json\r\n\r\n");
-        v.extend_from_slice(br#"{"_id":"A","_rev":"2-x"}"#);
-        v.extend_from_slice(b"\r\n--OUT\r\nContent-Type: application/json; error=\"true\"\r\n\r\n");
-        v.extend_from_slice(br#"{"missing":"3-y","seen":true}"#);
-        v.extend_from_slice(b"\r\n--OUT--");
-        v
+        mixed("A", r#"{"missing":"3-y","seen":true}"#)
     }
 
     fn run(input: &[u8], chunk: usize) -> Result<Vec<u8>> {

@@ -250,18 +250,23 @@ fn disposition(name: &str) -> String {
     }
 }
 
+/// A fresh boundary whose delimiter (`--{boundary}`) occurs in none of `data`.
+fn fresh_boundary<'a>(data: impl Iterator<Item = &'a [u8]> + Clone) -> String {
+    loop {
+        let candidate = format!("{:032x}", rand::random::<u128>());
+        let delimiter = format!("--{candidate}");
+        let finder = memmem::Finder::new(delimiter.as_bytes());
+        if data.clone().all(|d| finder.find(d).is_none()) {
+            return candidate;
+        }
+    }
+}
+
 /// Builds the body couchgate sends: the JSON document, then each attachment's data in a part
 /// naming it and its type (checked to be header-safe). Answers the content type (with its
 /// fresh boundary) and the body.
 pub fn build(doc_json: &[u8], atts: &[Attachment]) -> (String, Bytes) {
-    let boundary = loop {
-        let candidate = format!("{:032x}", rand::random::<u128>());
-        let delimiter = format!("\r\n--{candidate}");
-        let finder = memmem::Finder::new(delimiter.as_bytes());
-        if atts.iter().all(|a| finder.find(&a.data).is_none()) {
-            break candidate;
-        }
-    };
+    let boundary = fresh_boundary(atts.iter().map(|a| a.data.as_ref()));
     let size = doc_json.len()
         + atts
             .iter()
