@@ -14,13 +14,23 @@ fn pouchdb_replication_scenarios() {
     cmd.arg("run.mjs")
         .args(["--bin", env!("CARGO_BIN_EXE_couchgate")])
         .current_dir(&project);
-    if let Ok(url) = std::env::var("COUCHDB_URL") {
-        cmd.args(["--backend-url", &url]);
+    // A real CouchDB keeps what it is given: every run gets a shared database of its own
+    // (a fresh couchgate would otherwise build its index from every earlier run's documents).
+    let couchdb = std::env::var("COUCHDB_URL").ok();
+    let database = support::unique_db();
+    if let Some(url) = &couchdb {
+        cmd.args(["--backend-url", url, "--database", &database]);
     }
     if let Ok(only) = std::env::var("CONFORMANCE_ONLY") {
         cmd.args(["--only", &only]);
     }
     let status = cmd.status().expect("node must be installed");
+    if let Some(url) = &couchdb {
+        let drop = format!("{}/{database}", url.trim_end_matches('/'));
+        let _ = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(reqwest::Client::new().delete(drop).send());
+    }
     assert!(
         status.success(),
         "conformance scenarios failed (see the table above)"
