@@ -31,6 +31,8 @@ use tokio::sync::{watch, Notify};
 const PAGE: usize = 1000;
 /// Written revisions remembered per namespace until the index is seen to hold them.
 const EXPECTED_PER_NAMESPACE: usize = 1000;
+/// Namespaces with written revisions remembered.
+const EXPECTED_NAMESPACES: usize = 10_000;
 /// How long one upstream longpoll waits.
 const LONGPOLL: Duration = Duration::from_secs(55);
 
@@ -98,6 +100,12 @@ impl Follower {
         let n = self.writes.fetch_add(1, Ordering::AcqRel) + 1;
         self.last_write.insert(partition.to_owned(), n);
         if !written.is_empty() {
+            // Bounded: past the cap, what was not confirmed yet is forgotten (those reads then
+            // rest on the catch-up pass alone, exact on a single CouchDB node).
+            if self.expected.len() >= EXPECTED_NAMESPACES && !self.expected.contains_key(partition)
+            {
+                self.expected.clear();
+            }
             let mut expected = self.expected.entry(partition.to_owned()).or_default();
             expected.extend(written.iter().cloned());
             let over = expected.len().saturating_sub(EXPECTED_PER_NAMESPACE);
