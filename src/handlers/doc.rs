@@ -388,18 +388,38 @@ fn answer_rows(rows: &[Value], want: Option<Multipart>) -> Result<Response<Body>
 }
 
 /// The document parts of a backend's multipart answer, moved into the caller's namespace.
-struct DocParts {
-    ns: Namespace,
+#[derive(Clone)]
+pub struct DocParts {
+    pub ns: Namespace,
     changes: std::sync::Arc<crate::changes::Changes>,
+}
+
+impl DocParts {
+    pub fn new(st: &State, ns: &Namespace) -> DocParts {
+        DocParts {
+            ns: ns.clone(),
+            changes: std::sync::Arc::clone(&st.changes),
+        }
+    }
+
+    /// A backend document as the client must see it.
+    pub fn strip(&self, doc: &mut Value) -> Result<()> {
+        strip_doc_in(&self.changes, &self.ns, doc)
+    }
 }
 
 impl answer::Rewrite for DocParts {
     fn json(&mut self, body: &[u8], error: bool) -> Result<Vec<u8>> {
-        answer::rewrite_json(body, |doc| {
+        answer::rewrite_json(body, |v| {
             if error {
+                // An error part (`{"id", "rev", "error"}` or `{"missing": rev}`) names the
+                // client's id.
+                if let Some(id) = v.get("id").and_then(Value::as_str) {
+                    v["id"] = Value::String(self.doc_id(id)?);
+                }
                 Ok(())
             } else {
-                strip_doc_in(&self.changes, &self.ns, doc)
+                self.strip(v)
             }
         })
     }
@@ -420,12 +440,8 @@ fn stream_multipart(
     missing: &[String],
     incoming: hyper::body::Incoming,
 ) -> Result<Response<Body>> {
-    let parts = DocParts {
-        ns: ns.clone(),
-        changes: std::sync::Arc::clone(&st.changes),
-    };
     let limit = usize::try_from(st.config.max_body_bytes).unwrap_or(usize::MAX);
-    let rw = answer::Rewriter::new(ctype, parts, limit)?;
+    let mut rw = answer::Rewriter::new(ctype, DocParts::new(st, ns), limit)?;
     let boundary = multipart::boundary(ctype)?;
     let mut first = bytes::BytesMut::new();
     for rev in missing {
@@ -439,48 +455,13 @@ fn stream_multipart(
     }
     let (tx, out) = body::channel(4);
     let timeout = st.backend.timeout();
-    tokio::spawn(async move {
-        if let Err(e) = pump(incoming, rw, first, &tx, timeout).await {
+    crate::access_log::spawn(async move {
+        if let Err(e) = multipart::stream::pump(incoming, &mut rw, first, &tx, timeout).await {
             tracing::warn!(error = %e, "multipart answer cut short");
             tx.abort(e.reason()).await;
         }
     });
     body::typed_response(ctype, out)
-}
-
-/// Feeds the backend's answer through `rw` to the client, starting with `first`; ends early
-/// (without error) when the client has gone away.
-async fn pump(
-    mut incoming: hyper::body::Incoming,
-    mut rw: answer::Rewriter<DocParts>,
-    mut buf: bytes::BytesMut,
-    tx: &body::ChunkSender,
-    timeout: std::time::Duration,
-) -> Result<()> {
-    use http_body_util::BodyExt;
-    loop {
-        let frame = match tokio::time::timeout(timeout, incoming.frame()).await {
-            Err(_) => {
-                return Err(Error::BackendTimeout(
-                    "the backend stopped answering".into(),
-                ))
-            }
-            Ok(None) => break,
-            Ok(Some(Err(e))) => return Err(Error::BadGateway(format!("backend answer: {e}"))),
-            Ok(Some(Ok(frame))) => frame,
-        };
-        if let Ok(data) = frame.into_data() {
-            rw.push(&data, &mut buf)?;
-        }
-        if !buf.is_empty() && !tx.send(buf.split().freeze()).await {
-            return Ok(());
-        }
-    }
-    rw.finish(&mut buf)?;
-    if !buf.is_empty() {
-        tx.send(buf.freeze()).await;
-    }
-    Ok(())
 }
 
 /// 404 `missing` unless the namespace holds a live document `id`.

@@ -107,6 +107,9 @@ pub struct Rewriter<R> {
     levels: Vec<Vec<u8>>,
     step: Step,
     json_limit: usize,
+    /// Set when the answer's parts become parts of another multipart body: that body's
+    /// delimiter replaces this answer's outermost one, whose closing and epilogue are dropped.
+    outer: Option<Vec<u8>>,
 }
 
 impl<R: Rewrite> Rewriter<R> {
@@ -119,7 +122,27 @@ impl<R: Rewrite> Rewriter<R> {
             levels: vec![format!("\r\n--{boundary}").into_bytes()],
             step: Step::Preamble { fresh: true },
             json_limit,
+            outer: None,
         })
+    }
+
+    /// A rewriter whose output is the answer's parts framed as parts of another multipart
+    /// body with this `boundary`: no preamble and no closing delimiter of its own, so that the
+    /// parts of several answers (and parts made by couchgate) make up one body.
+    pub fn inner(
+        content_type: &str,
+        rewrite: R,
+        json_limit: usize,
+        boundary: &str,
+    ) -> Result<Self> {
+        let mut rw = Rewriter::new(content_type, rewrite, json_limit)?;
+        rw.outer = Some(format!("\r\n--{boundary}").into_bytes());
+        Ok(rw)
+    }
+
+    /// Whether the delimiter just read is the answer's outermost one, to be replaced.
+    fn replaced(&self) -> bool {
+        self.outer.is_some() && self.levels.len() == 1
     }
 
     /// Takes the next piece of the answer; appends what can be passed on to `out`.
@@ -151,6 +174,7 @@ impl<R: Rewrite> Rewriter<R> {
                 Ok(false)
             }
         };
+        let replaced = self.replaced();
         match &mut self.step {
             Step::Preamble { fresh } => {
                 let delim = self.levels.last().map_or(&[][..], Vec::as_slice);
@@ -158,9 +182,12 @@ impl<R: Rewrite> Rewriter<R> {
                     Some(at) => {
                         // Whatever precedes the first delimiter is not part of the answer.
                         let skip = if at == 0 && *fresh { 2 } else { 0 };
+                        let n = delim.len();
                         self.buf.advance(at);
-                        out.extend_from_slice(&self.buf[skip..delim.len()]);
-                        self.buf.advance(delim.len());
+                        if !replaced {
+                            out.extend_from_slice(&self.buf[skip..n]);
+                        }
+                        self.buf.advance(n);
                         self.step = Step::AfterDelimiter;
                         Ok(true)
                     }
@@ -177,7 +204,9 @@ impl<R: Rewrite> Rewriter<R> {
             }
             Step::Delimiter => {
                 let n = self.delimiter().len();
-                out.extend_from_slice(&self.buf[..n]);
+                if !replaced {
+                    out.extend_from_slice(&self.buf[..n]);
+                }
                 self.buf.advance(n);
                 self.step = Step::AfterDelimiter;
                 Ok(true)
@@ -187,7 +216,9 @@ impl<R: Rewrite> Rewriter<R> {
                     return more(eof);
                 }
                 if self.buf.starts_with(b"--") {
-                    out.extend_from_slice(b"--");
+                    if !replaced {
+                        out.extend_from_slice(b"--");
+                    }
                     self.buf.advance(2);
                     self.levels.pop();
                     self.step = if self.levels.is_empty() {
@@ -196,6 +227,9 @@ impl<R: Rewrite> Rewriter<R> {
                         Step::Scan
                     };
                 } else {
+                    if let (true, Some(outer)) = (replaced, &self.outer) {
+                        out.extend_from_slice(outer);
+                    }
                     self.step = Step::Headers;
                 }
                 Ok(true)
@@ -266,7 +300,9 @@ impl<R: Rewrite> Rewriter<R> {
                 }
             }
             Step::Epilogue => {
-                out.extend_from_slice(&self.buf);
+                if self.outer.is_none() {
+                    out.extend_from_slice(&self.buf);
+                }
                 self.buf.clear();
                 Ok(false)
             }
@@ -456,13 +492,17 @@ pub fn bulk_get_wanted(accept: Option<&str>) -> Option<&'static str> {
     }
 }
 
-/// A `_bulk_get` answer built from its JSON results (each `{"id", "docs": [{"ok": doc} |
+/// Writes the parts of `_bulk_get` results (each `{"id", "docs": [{"ok": doc} |
 /// {"error": {...}}]}`, already in the caller's namespace) in CouchDB's multipart form
-/// (`chttpd_db:send_docs_multipart_bulk_get/4`): a part per revision, `multipart/related`
-/// with `X-Doc-Id` and `X-Rev-Id` for one with attachment data, `application/json`
-/// otherwise, `error="true"` on errors.
-pub fn bulk_get_from_json(results: &[Value], mime: &str) -> Result<(String, Bytes)> {
-    let mut parts: Vec<(String, Bytes)> = Vec::new();
+/// (`chttpd_db:send_docs_multipart_bulk_get/4`), each after the delimiter `\r\n--{boundary}`:
+/// a part per revision, `multipart/related` with `X-Doc-Id` and `X-Rev-Id` for one with
+/// attachment data, `application/json` otherwise, `error="true"` on errors. The answer ends
+/// with [`close`].
+pub fn bulk_get_parts(results: &[Value], boundary: &str, out: &mut BytesMut) -> Result<()> {
+    let mut part = |head: &str, body: &[u8]| {
+        out.extend_from_slice(format!("\r\n--{boundary}\r\n{head}\r\n\r\n").as_bytes());
+        out.extend_from_slice(body);
+    };
     for result in results {
         for item in result["docs"].as_array().into_iter().flatten() {
             if let Some(doc) = item.get("ok") {
@@ -475,12 +515,9 @@ pub fn bulk_get_from_json(results: &[Value], mime: &str) -> Result<(String, Byte
                             "X-Doc-Id: {}\r\nX-Rev-Id: {rev}\r\nContent-Type: {ctype}",
                             header_safe(id)
                         );
-                        parts.push((head, body));
+                        part(&head, &body);
                     }
-                    None => parts.push((
-                        "Content-Type: application/json".into(),
-                        Bytes::from(to_json(doc)?),
-                    )),
+                    None => part("Content-Type: application/json", &to_json(doc)?),
                 }
             } else {
                 // An item that is neither (PouchDB Server answers a missing document `{}`)
@@ -489,32 +526,20 @@ pub fn bulk_get_from_json(results: &[Value], mime: &str) -> Result<(String, Byte
                     "id": result["id"], "rev": Value::Null, "error": "not_found", "reason": "missing",
                 });
                 let err = item.get("error").unwrap_or(&missing);
-                parts.push((
-                    "Content-Type: application/json; error=\"true\"".into(),
-                    Bytes::from(to_json(err)?),
-                ));
+                part(
+                    "Content-Type: application/json; error=\"true\"",
+                    &to_json(err)?,
+                );
             }
         }
     }
-    let boundary = format!(
-        "--{}",
-        super::fresh_boundary(parts.iter().map(|(_, b)| b.as_ref()))
-    );
-    let mut out = Vec::with_capacity(
-        parts
-            .iter()
-            .map(|(h, b)| h.len() + b.len() + 96)
-            .sum::<usize>()
-            + 64,
-    );
-    for (head, body) in &parts {
-        out.extend_from_slice(format!("\r\n--{boundary}\r\n{head}\r\n\r\n").as_bytes());
-        out.extend_from_slice(body);
-    }
-    if !parts.is_empty() {
-        out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    }
-    Ok((format!("{mime}; boundary=\"{boundary}\""), Bytes::from(out)))
+    Ok(())
+}
+
+/// The end of a multipart body whose parts were written with [`bulk_get_parts`] or by an
+/// [`Rewriter::inner`].
+pub fn close(boundary: &str, out: &mut BytesMut) {
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
 }
 
 /// A document id as a header value: percent-encoded if it holds anything a header cannot.
@@ -615,6 +640,37 @@ mod tests {
     }
 
     #[test]
+    fn inner_answers_become_parts_of_another_body() {
+        // Two backend answers and a part of couchgate's own make one body with one boundary;
+        // the nested level keeps the backend's boundary.
+        let mut out = BytesMut::new();
+        for chunk in [1, 5, 1000] {
+            out.clear();
+            for _ in 0..2 {
+                let mut rw =
+                    Rewriter::inner("multipart/mixed; boundary=\"OUT\"", Upper, 1 << 20, "NEW")
+                        .unwrap();
+                for piece in couchdb_mixed().chunks(chunk) {
+                    rw.push(piece, &mut out).unwrap();
+                }
+                rw.finish(&mut out).unwrap();
+            }
+            close("NEW", &mut out);
+            let text = String::from_utf8_lossy(&out).into_owned();
+            assert_eq!(text.matches("\r\n--NEW\r\n").count(), 6, "{text}");
+            assert!(text.starts_with("\r\n--NEW\r\nContent-Type: multipart/related"));
+            assert!(text.ends_with("\r\n--NEW--\r\n"), "{text}");
+            assert!(
+                !text.contains("--OUT\r\nContent") && !text.contains("--OUT--"),
+                "{text}"
+            );
+            assert_eq!(text.matches(r#""_id":"A""#).count(), 4);
+            // The attachment's data (which holds `--OUT`) is untouched.
+            assert_eq!(text.matches("\r\n--IN\r\n--OUT\r\n--IN--").count(), 2);
+        }
+    }
+
+    #[test]
     fn x_doc_id_headers_are_rewritten() {
         let input = b"\r\n--B\r\nX-Doc-Id: p:x\r\nContent-Type: application/json\r\n\r\n{\"_id\":\"x\"}\r\n--B--\r\n";
         let mut rw = Rewriter::new("multipart/mixed; boundary=\"B\"", Upper, 1024).unwrap();
@@ -696,8 +752,10 @@ mod tests {
             serde_json::json!({"id": "b", "docs": [{"ok": {"_id": "b", "_rev": "1-y"}}]}),
             serde_json::json!({"id": "c", "docs": [{"error": {"id": "c", "rev": "1-z", "error": "not_found", "reason": "missing"}}]}),
         ];
-        let (ctype, body) = bulk_get_from_json(&results, "multipart/mixed").unwrap();
-        let mut rw = Rewriter::new(&ctype, Upper, 1 << 20).unwrap();
+        let mut body = BytesMut::new();
+        bulk_get_parts(&results, "B", &mut body).unwrap();
+        close("B", &mut body);
+        let mut rw = Rewriter::new("multipart/mixed; boundary=B", Upper, 1 << 20).unwrap();
         let mut out = BytesMut::new();
         rw.push(&body, &mut out).unwrap();
         rw.finish(&mut out).unwrap();
@@ -710,8 +768,6 @@ mod tests {
         assert!(text.contains(r#"{"_id":"B","_rev":"1-y"}"#));
         assert!(text.contains(r#""error":"not_found""#) && text.contains(r#""seen":true"#));
         assert!(text.ends_with("--\r\n"));
-        let (_, empty) = bulk_get_from_json(&[], "multipart/mixed").unwrap();
-        assert!(empty.is_empty());
     }
 
     #[test]

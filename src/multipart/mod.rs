@@ -19,6 +19,7 @@
 //! [`crate::handlers::offload`]).
 
 pub mod answer;
+pub mod stream;
 
 use crate::error::{Error, Result};
 use crate::validate::Follows;
@@ -250,10 +251,16 @@ fn disposition(name: &str) -> String {
     }
 }
 
+/// A random boundary (128 bits, from a CSPRNG) for a body whose data is not known yet: no one
+/// can predict it, and data holds it by chance with probability 2^-128.
+pub fn random_boundary() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
 /// A fresh boundary whose delimiter (`--{boundary}`) occurs in none of `data`.
 fn fresh_boundary<'a>(data: impl Iterator<Item = &'a [u8]> + Clone) -> String {
     loop {
-        let candidate = format!("{:032x}", rand::random::<u128>());
+        let candidate = random_boundary();
         let delimiter = format!("--{candidate}");
         let finder = memmem::Finder::new(delimiter.as_bytes());
         if data.clone().all(|d| finder.find(d).is_none()) {

@@ -69,11 +69,6 @@ pub const ALL: &[Known] = &[
         "`seq_interval` is accepted and every row still carries its `seq` (CouchDB leaves most null)",
     ),
     both(
-        "multipart/bulk-get",
-        "encoding",
-        "not yet: a multipart `_bulk_get` is built from the backend's JSON answer, so attachment data comes decoded, without the stored `encoding` CouchDB sends (issue 12)",
-    ),
-    both(
         "bad/security",
         "",
         "not yet: `_security` of a virtual database is refused with 403 (issue 15, sharing)",
