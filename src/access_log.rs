@@ -40,14 +40,15 @@ pub async fn scope<F: std::future::Future>(notes: Arc<Notes>, f: F) -> F::Output
 
 /// Spawns a task that goes on with the current request's work (streaming the rest of its
 /// answer): what it does is noted as the request's.
-pub fn spawn<F>(f: F)
+pub fn spawn<F>(f: F) -> tokio::task::JoinHandle<F::Output>
 where
-    F: std::future::Future<Output = ()> + Send + 'static,
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
 {
     match CURRENT.try_with(Arc::clone) {
         Ok(notes) => tokio::spawn(CURRENT.scope(notes, f)),
         Err(_) => tokio::spawn(f),
-    };
+    }
 }
 
 /// The current request's user (once authenticated).

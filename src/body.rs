@@ -182,6 +182,32 @@ pub fn read_error(e: &BoxError, limit: u64) -> Error {
     }
 }
 
+/// The next piece of data of a request body of which `read` bytes were taken so far, held to
+/// `limit` bytes in all; `None` at its end.
+pub async fn next_data<B>(body: &mut B, read: &mut u64, limit: u64) -> Result<Option<Bytes>>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    loop {
+        match body.frame().await {
+            None => return Ok(None),
+            Some(Err(e)) => return Err(read_error(&e.into(), limit)),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    *read += data.len() as u64;
+                    if *read > limit {
+                        return Err(Error::TooLarge(format!(
+                            "the request body is larger than {limit} bytes"
+                        )));
+                    }
+                    return Ok(Some(data));
+                }
+            }
+        }
+    }
+}
+
 /// Reads a whole body of at most `limit` bytes.
 pub async fn read_limited<B>(body: B, limit: u64) -> Result<Bytes>
 where

@@ -230,7 +230,8 @@ async fn copy(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Res
         Method::PUT,
         &dest_backing,
         "",
-        body,
+        body::full(body),
+        None,
         HeaderValue::from_static("application/json"),
     )
     .await?;
@@ -545,15 +546,24 @@ async fn put(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Resp
         .starts_with("multipart/related")
         .then(|| multipart::boundary(&ct))
         .transpose()?;
-    let bytes = req.bytes().await?;
-    let len = bytes.len();
-    // CouchDB reads any body but a multipart one as JSON, whatever its content type (`curl -d`
-    // sends a form type).
-    let (mut checked, atts) = offload(len, move || match boundary {
-        Some(boundary) => doc.multipart(&bytes, &boundary),
-        None => Ok((doc.json(&bytes, false)?.0, Vec::new())),
-    })
-    .await?;
+    let (mut checked, data) = match boundary {
+        Some(boundary) if streams(st, &req).await => {
+            let (checked, rest) = doc.multipart_head(req, &boundary).await?;
+            (checked, Data::Streams(Box::new(rest)))
+        }
+        boundary => {
+            let bytes = req.bytes().await?;
+            let len = bytes.len();
+            // CouchDB reads any body but a multipart one as JSON, whatever its content type
+            // (`curl -d` sends a form type).
+            let (checked, atts) = offload(len, move || match boundary {
+                Some(boundary) => doc.multipart(&bytes, &boundary),
+                None => Ok((doc.json(&bytes, false)?.0, Vec::new())),
+            })
+            .await?;
+            (checked, Data::Whole(atts, len))
+        }
+    };
     if !super::stubs::resolve_one(st, ns, &mut checked, replicated, rev_outside.as_deref()).await? {
         // A replicated revision the backend has: CouchDB acknowledges it without a write.
         let rev = checked.get("_rev").cloned().unwrap_or(Value::Null);
@@ -563,11 +573,110 @@ async fn put(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Resp
             &serde_json::json!({"ok": true, "id": client, "rev": rev}),
         ));
     }
-    let (body, ct) = offload(len, move || build(&checked, &atts)).await?;
     if let Some(local) = ns.decode_id(backing).filter(|id| id.starts_with("_local/")) {
         st.registry.note_local(ns, &local).await?;
     }
-    write(st, ns, Method::PUT, backing, &query, body, ct).await
+    match data {
+        Data::Whole(atts, len) => {
+            let (body, ct) = offload(len, move || build(&checked, &atts)).await?;
+            write(st, ns, Method::PUT, backing, &query, body, ct).await
+        }
+        Data::Streams(rest) => rest.write(st, ns, backing, &query, &checked).await,
+    }
+}
+
+/// Where the data of a document's attachments is.
+enum Data {
+    /// Read with the document (and its length).
+    Whole(Vec<multipart::Attachment>, usize),
+    /// Still arriving.
+    Streams(Box<StreamedRest>),
+}
+
+/// Whether a multipart document body streams to the backend rather than being read whole: one
+/// over [`super::UPLOAD_PREFETCH`] bytes (or of unknown length), sent as it is (no
+/// `Content-Encoding`), to CouchDB. Other backends get whole bodies only: PouchDB Server may
+/// take a body cut short for complete.
+async fn streams(st: &State, req: &Req) -> bool {
+    let length = req
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    length.map_or(true, |n| n > super::UPLOAD_PREFETCH)
+        && !req.headers.contains_key(header::CONTENT_ENCODING)
+        && st.backend.is_couchdb().await
+}
+
+/// The rest of a multipart document body whose JSON part was read: the attachments' data,
+/// re-framed for the backend as it arrives (see [`multipart::upload`]).
+struct StreamedRest {
+    reframe: multipart::upload::Reframe,
+    body: crate::body::TimedBody<hyper::body::Incoming>,
+    read: u64,
+    limit: u64,
+}
+
+impl StreamedRest {
+    /// Writes the checked document, its attachments' data streaming on from the client. A
+    /// client body found wrong on the way is its error (400, 413, 408), and the backend's
+    /// request is cut off before its end, so nothing is written.
+    async fn write(
+        self,
+        st: &State,
+        ns: &Namespace,
+        backing: &str,
+        query: &str,
+        doc: &Map<String, Value>,
+    ) -> Result<Response<Body>> {
+        let StreamedRest {
+            mut reframe,
+            mut body,
+            mut read,
+            limit,
+        } = self;
+        let json = serde_json::to_vec(doc)?;
+        let length = reframe.length(json.len());
+        let ct = HeaderValue::from_str(&reframe.content_type())
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let mut first = bytes::BytesMut::from(&reframe.start(&json)[..]);
+        reframe.resume(&mut first)?;
+        let (tx, out) = body::channel(4);
+        let failed = std::sync::Arc::new(std::sync::Mutex::new(None::<Error>));
+        let noted = std::sync::Arc::clone(&failed);
+        let feed = crate::access_log::spawn(async move {
+            let fed = async {
+                let mut buf = first;
+                loop {
+                    if !buf.is_empty() && !tx.send(buf.split().freeze()).await {
+                        return Ok(());
+                    }
+                    match body::next_data(&mut body, &mut read, limit).await? {
+                        Some(data) => reframe.push(&data, &mut buf)?,
+                        None => return reframe.finish(),
+                    }
+                }
+            };
+            if let Err(e) = fed.await {
+                let reason = e.reason();
+                // Noted before the backend can see the cut, so the write's failure finds it.
+                if let Ok(mut slot) = noted.lock() {
+                    *slot = Some(e);
+                }
+                tx.abort(reason).await;
+            }
+        });
+        let sent = send_write(st, ns, Method::PUT, backing, query, out, Some(length), ct).await;
+        match sent {
+            Ok((status, headers, value)) => {
+                write_result(ns, backing, status, &headers, value, None)
+            }
+            Err(e) => {
+                feed.abort();
+                let cause = failed.lock().ok().and_then(|mut slot| slot.take());
+                Err(cause.unwrap_or(e))
+            }
+        }
+    }
 }
 
 /// The body the backend gets for a checked document and the data of its attachments that
@@ -609,6 +718,45 @@ impl DocWrite {
         }
         set_id(&mut doc, self.backing.clone());
         Ok((doc, shape))
+    }
+
+    /// Reads a `multipart/related` body up to the end of its JSON part: the checked document,
+    /// and the rest of the body to stream.
+    async fn multipart_head(
+        &self,
+        req: Req,
+        boundary: &str,
+    ) -> Result<(Map<String, Value>, StreamedRest)> {
+        let limit = req.max_body;
+        let mut body = req.body;
+        let mut read = 0;
+        let mut head =
+            multipart::upload::Head::new(boundary, usize::try_from(limit).unwrap_or(usize::MAX));
+        let json = loop {
+            let data = body::next_data(&mut body, &mut read, limit)
+                .await?
+                .ok_or_else(|| Error::bad_request("malformed multipart/related body"))?;
+            if let Some(json) = head.push(&data)? {
+                break json;
+            }
+        };
+        let len = json.len();
+        let this = DocWrite {
+            backing: self.backing.clone(),
+            replicated: self.replicated,
+            rev_outside: self.rev_outside,
+        };
+        let (doc, shape) = offload(len, move || this.json(&json, true)).await?;
+        let reframe = head.reframe(shape.follows, multipart::random_boundary());
+        Ok((
+            doc,
+            StreamedRest {
+                reframe,
+                body,
+                read,
+                limit,
+            },
+        ))
     }
 
     /// Parses a whole `multipart/related` body: the checked document and the data of its
@@ -692,31 +840,45 @@ async fn write(
     body: Bytes,
     content_type: HeaderValue,
 ) -> Result<Response<Body>> {
-    let (status, headers, value) =
-        send_write(st, ns, method, backing, query, body, content_type).await?;
+    let (status, headers, value) = send_write(
+        st,
+        ns,
+        method,
+        backing,
+        query,
+        body::full(body),
+        None,
+        content_type,
+    )
+    .await?;
     write_result(ns, backing, status, &headers, value, None)
 }
 
-/// Sends a write of one document; a refusal becomes the client's error.
+/// Sends a write of one document (a body of `length` bytes when it streams); a refusal
+/// becomes the client's error.
+#[allow(clippy::too_many_arguments)]
 async fn send_write(
     st: &State,
     ns: &Namespace,
     method: Method,
     backing: &str,
     query: &str,
-    body: Bytes,
+    body: Body,
+    length: Option<u64>,
     content_type: HeaderValue,
 ) -> Result<(StatusCode, HeaderMap, Value)> {
     let url = st
         .backend
         .db_url(&format!("/{}{}", encode_doc_id(backing), query));
-    let breq = st
+    let mut b = st
         .backend
         .request(method, &url)
         .header(header::ACCEPT, "application/json")
-        .header(header::CONTENT_TYPE, content_type)
-        .body(body::full(body))
-        .map_err(|e| Error::Internal(e.to_string()))?;
+        .header(header::CONTENT_TYPE, content_type);
+    if let Some(n) = length {
+        b = b.header(header::CONTENT_LENGTH, n);
+    }
+    let breq = b.body(body).map_err(|e| Error::Internal(e.to_string()))?;
     let resp = st.backend.send(breq, st.backend.timeout()).await?;
     let status = resp.status();
     let headers = resp.headers().clone();

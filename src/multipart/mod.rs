@@ -20,6 +20,7 @@
 
 pub mod answer;
 pub mod stream;
+pub mod upload;
 
 use crate::error::{Error, Result};
 use crate::validate::Follows;
@@ -171,23 +172,70 @@ fn parse_headers(block: &[u8]) -> Result<Vec<(String, String)>> {
 /// Parses a body: its first part must be the JSON document.
 pub fn parse(body: &Bytes, boundary: &str) -> Result<Related> {
     let mut parts = split(body, boundary)?.into_iter();
-    let doc = parts
-        .next()
-        .ok_or_else(|| Error::bad_request("multipart/related body without a document part"))?;
+    let doc = parts.next().ok_or_else(no_document)?;
+    require_json(&doc)?;
+    Ok(Related {
+        doc: doc.body,
+        rest: parts.collect(),
+    })
+}
+
+fn no_document() -> Error {
+    Error::bad_request("multipart/related body without a document part")
+}
+
+/// The document part must say it is JSON.
+fn require_json(doc: &Part) -> Result<()> {
     let is_json = doc.header("content-type").is_some_and(|ct| {
         ct.split(';')
             .next()
             .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
     });
-    if !is_json {
-        return Err(Error::BadContentType(
+    if is_json {
+        Ok(())
+    } else {
+        Err(Error::BadContentType(
             "Content-Type must be application/json".into(),
-        ));
+        ))
     }
-    Ok(Related {
-        doc: doc.body,
-        rest: parts.collect(),
-    })
+}
+
+/// A part after the last attachment whose data follows.
+fn extra_part() -> Error {
+    Error::bad_request(
+        "multipart/related body has a part that is no attachment with `follows: true`",
+    )
+}
+
+/// The body ended before the data of this attachment.
+fn lacks(f: &Follows) -> Error {
+    Error::bad_request(format!(
+        "multipart/related body lacks the data of attachment {}",
+        f.name
+    ))
+}
+
+/// A part whose file name is not the attachment expected there.
+fn check_part_name(part: &Part, f: &Follows) -> Result<()> {
+    match part.filename() {
+        Some(given) if given != f.name => Err(Error::bad_request(format!(
+            "multipart/related part {given} is not the attachment with `follows: true` \
+             expected there ({})",
+            f.name
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A part of `got` bytes for an attachment of `f.length`.
+fn check_length(got: u64, f: &Follows) -> Result<()> {
+    if got > f.length {
+        return Err(Error::bad_request("attachment longer than expected"));
+    }
+    if got < f.length {
+        return Err(Error::bad_request("attachment shorter than expected"));
+    }
+    Ok(())
 }
 
 /// Matches the parts after the JSON to the attachments whose data follows (in document
@@ -195,36 +243,17 @@ pub fn parse(body: &Bytes, boundary: &str) -> Result<Related> {
 /// when the part names one.
 pub fn attachments(follows: &[Follows], parts: Vec<Part>) -> Result<Vec<Attachment>> {
     if parts.len() > follows.len() {
-        return Err(Error::bad_request(
-            "multipart/related body has a part that is no attachment with `follows: true`",
-        ));
+        return Err(extra_part());
     }
     if let Some(f) = follows.get(parts.len()) {
-        return Err(Error::bad_request(format!(
-            "multipart/related body lacks the data of attachment {}",
-            f.name
-        )));
+        return Err(lacks(f));
     }
     follows
         .iter()
         .zip(parts)
         .map(|(f, part)| {
-            if let Some(given) = part.filename() {
-                if given != f.name {
-                    return Err(Error::bad_request(format!(
-                        "multipart/related part {given} is not the attachment with \
-                         `follows: true` expected there ({})",
-                        f.name
-                    )));
-                }
-            }
-            let got = part.body.len() as u64;
-            if got > f.length {
-                return Err(Error::bad_request("attachment longer than expected"));
-            }
-            if got < f.length {
-                return Err(Error::bad_request("attachment shorter than expected"));
-            }
+            check_part_name(&part, f)?;
+            check_length(part.body.len() as u64, f)?;
             Ok(Attachment {
                 name: f.name.clone(),
                 content_type: f.content_type.clone(),
@@ -274,37 +303,51 @@ fn fresh_boundary<'a>(data: impl Iterator<Item = &'a [u8]> + Clone) -> String {
 /// fresh boundary) and the body.
 pub fn build(doc_json: &[u8], atts: &[Attachment]) -> (String, Bytes) {
     let boundary = fresh_boundary(atts.iter().map(|a| a.data.as_ref()));
+    let heads: Vec<String> = atts
+        .iter()
+        .map(|a| attachment_head(&boundary, &a.name, &a.content_type))
+        .collect();
     let size = doc_json.len()
-        + atts
-            .iter()
-            .map(|a| a.data.len() + a.name.len() * 3 + a.content_type.len() + 128)
-            .sum::<usize>()
+        + heads.iter().map(String::len).sum::<usize>()
+        + atts.iter().map(|a| a.data.len()).sum::<usize>()
         + 128;
     let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(
-        format!("--{boundary}\r\nContent-Type: application/json\r\n\r\n").as_bytes(),
-    );
+    out.extend_from_slice(document_head(&boundary).as_bytes());
     out.extend_from_slice(doc_json);
-    for a in atts {
-        let content_type = if a.content_type.bytes().any(|b| b.is_ascii_control()) {
-            crate::validate::DEFAULT_CONTENT_TYPE
-        } else {
-            &a.content_type
-        };
-        out.extend_from_slice(
-            format!(
-                "\r\n--{boundary}\r\nContent-Disposition: {}\r\nContent-Type: {content_type}\r\n\r\n",
-                disposition(&a.name)
-            )
-            .as_bytes(),
-        );
+    for (a, head) in atts.iter().zip(&heads) {
+        out.extend_from_slice(head.as_bytes());
         out.extend_from_slice(&a.data);
     }
-    out.extend_from_slice(format!("\r\n--{boundary}--").as_bytes());
-    (
-        format!("multipart/related; boundary=\"{boundary}\""),
-        Bytes::from(out),
+    out.extend_from_slice(closing(&boundary).as_bytes());
+    (related_type(&boundary), Bytes::from(out))
+}
+
+/// The content type of a body built with `boundary`.
+fn related_type(boundary: &str) -> String {
+    format!("multipart/related; boundary=\"{boundary}\"")
+}
+
+/// What comes before the document's JSON in a body couchgate builds.
+fn document_head(boundary: &str) -> String {
+    format!("--{boundary}\r\nContent-Type: application/json\r\n\r\n")
+}
+
+/// What comes before an attachment's data in a body couchgate builds.
+fn attachment_head(boundary: &str, name: &str, content_type: &str) -> String {
+    let content_type = if content_type.bytes().any(|b| b.is_ascii_control()) {
+        crate::validate::DEFAULT_CONTENT_TYPE
+    } else {
+        content_type
+    };
+    format!(
+        "\r\n--{boundary}\r\nContent-Disposition: {}\r\nContent-Type: {content_type}\r\n\r\n",
+        disposition(name)
     )
+}
+
+/// The end of a body couchgate builds.
+fn closing(boundary: &str) -> String {
+    format!("\r\n--{boundary}--")
 }
 
 #[cfg(test)]

@@ -1,0 +1,217 @@
+//! Multipart document uploads (`PUT /{db}/{id}` with `multipart/related`, as CouchDB's
+//! replicator and nano send them) of more than a megabyte, which stream to a CouchDB backend
+//! as they arrive (other backends get them whole): the data arrives untouched, and a body
+//! found wrong part-way, or cut off by its client, is refused with nothing written.
+
+mod support;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use support::{Backend, Client, Gate};
+use tokio::io::AsyncWriteExt;
+
+/// Data that holds what a careless reader would take for framing (the client's boundary
+/// without its leading CRLF, blank lines), over a megabyte.
+fn awkward(len: usize) -> Vec<u8> {
+    let mut v = b"--MiXeD-b0undary\r\n\r\n\r\n--".to_vec();
+    v.extend((0..len).map(|i| (i * 31 % 251) as u8));
+    v
+}
+
+const BOUNDARY: &str = "MiXeD-b0undary";
+
+/// A `multipart/related` body: the document, then one part per attachment data.
+fn body(doc: &Value, parts: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut v = format!("--{BOUNDARY}\r\nContent-Type: application/json\r\n\r\n{doc}").into_bytes();
+    for (name, data) in parts {
+        v.extend_from_slice(
+            format!(
+                "\r\n--{BOUNDARY}\r\nContent-Disposition: attachment; filename=\"{name}\"\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        v.extend_from_slice(data);
+    }
+    v.extend_from_slice(format!("\r\n--{BOUNDARY}--").as_bytes());
+    v
+}
+
+fn follows(atts: &[(&str, usize)]) -> Value {
+    let mut m = serde_json::Map::new();
+    for (name, len) in atts {
+        m.insert(
+            (*name).to_owned(),
+            json!({"follows": true, "length": len, "content_type": "application/octet-stream"}),
+        );
+    }
+    Value::Object(m)
+}
+
+fn ctype() -> String {
+    format!("multipart/related; boundary=\"{BOUNDARY}\"")
+}
+
+async fn put(c: &Client, path: &str, body: Vec<u8>) -> support::Answer {
+    c.send(
+        c.request(Method::PUT, path)
+            .header("Content-Type", ctype())
+            .body(body),
+    )
+    .await
+}
+
+async fn attachment(c: &Client, path: &str) -> Vec<u8> {
+    let a = c.get(path).await;
+    assert_eq!(a.status, 200, "{path}: {}", a.body);
+    a.bytes
+}
+
+/// No document of the shared database has `id` (the client's) in its backing id.
+async fn nothing_written(gate: &Gate, c: &Client, id: &str) {
+    c.get(&format!("/notes/{id}")).await.error(404, "not_found");
+    let all = gate.backing().get("/_all_docs").await.ok();
+    for row in all["rows"].as_array().unwrap() {
+        let backing = row["id"].as_str().unwrap();
+        assert!(!backing.ends_with(id), "{backing} was written");
+    }
+}
+
+#[tokio::test]
+async fn large_attachments_arrive_whole_and_untouched() {
+    let backend = Backend::start();
+    let gate = Gate::start(&backend, &[]);
+    let alice = gate.client("alice");
+    alice.create_db("notes").await;
+    let big = awkward(3 << 20);
+    let small = b"small one".to_vec();
+    let doc = json!({"title": "two", "_attachments": follows(&[("big.bin", big.len()), ("small.txt", small.len())])});
+    let a = put(
+        &alice,
+        "/notes/doc",
+        body(&doc, &[("big.bin", &big), ("small.txt", &small)]),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert_eq!(a.body["id"], "doc");
+    assert_eq!(attachment(&alice, "/notes/doc/big.bin").await, big);
+    assert_eq!(attachment(&alice, "/notes/doc/small.txt").await, small);
+    let read = alice.get("/notes/doc").await.ok();
+    assert_eq!(read["title"], "two");
+    assert_eq!(read["_attachments"]["big.bin"]["length"], big.len());
+
+    // A replicated revision with its history, sent chunked (no Content-Length).
+    let doc = json!({
+        "_id": "repl", "_rev": "2-bbbb", "_revisions": {"start": 2, "ids": ["bbbb", "aaaa"]},
+        "_attachments": follows(&[("big.bin", big.len())]),
+    });
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body(&doc, &[("big.bin", &big)])
+        .chunks(64 * 1024)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    let a = alice
+        .send(
+            alice
+                .request(Method::PUT, "/notes/repl?new_edits=false")
+                .header("Content-Type", ctype())
+                .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                    chunks,
+                ))),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let read = alice.get("/notes/repl?revs=true").await.ok();
+    assert_eq!(read["_rev"], "2-bbbb");
+    assert_eq!(read["_revisions"]["ids"], json!(["bbbb", "aaaa"]));
+    assert_eq!(attachment(&alice, "/notes/repl/big.bin").await, big);
+}
+
+#[tokio::test]
+async fn a_wrong_large_body_is_refused_and_nothing_is_written() {
+    let backend = Backend::start();
+    let gate = Gate::start(&backend, &[]);
+    let alice = gate.client("alice");
+    alice.create_db("notes").await;
+    let big = awkward(2 << 20);
+    let n = big.len();
+    let doc = |atts: &[(&str, usize)]| json!({"_attachments": follows(atts)});
+    let cut = {
+        let mut b = body(&doc(&[("a.bin", n)]), &[("a.bin", &big)]);
+        b.truncate(b.len() - 40);
+        b
+    };
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "shorter",
+            body(&doc(&[("a.bin", n + 1)]), &[("a.bin", &big)]),
+            "attachment shorter than expected",
+        ),
+        (
+            "longer",
+            body(&doc(&[("a.bin", n - 1)]), &[("a.bin", &big)]),
+            "attachment longer than expected",
+        ),
+        (
+            "lacking",
+            body(&doc(&[("a.bin", n), ("b.bin", 3)]), &[("a.bin", &big)]),
+            "multipart/related body lacks the data of attachment b.bin",
+        ),
+        (
+            "extra",
+            body(&doc(&[("a.bin", n)]), &[("a.bin", &big), ("b.bin", b"abc")]),
+            "multipart/related body has a part that is no attachment with `follows: true`",
+        ),
+        (
+            "renamed",
+            body(&doc(&[("a.bin", n)]), &[("other.bin", &big)]),
+            "multipart/related part other.bin is not the attachment with `follows: true` expected there (a.bin)",
+        ),
+        ("cut", cut, "malformed multipart/related body"),
+    ];
+    for (id, bytes, reason) in cases {
+        let a = put(&alice, &format!("/notes/{id}"), bytes).await;
+        a.error(400, "bad_request");
+        assert_eq!(a.body["reason"], reason, "{id}");
+        nothing_written(&gate, &alice, id).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_mid_upload_leaves_nothing_written() {
+    let backend = Backend::start();
+    let gate = Gate::start(&backend, &[]);
+    let alice = gate.client("alice");
+    alice.create_db("notes").await;
+    let big = awkward(4 << 20);
+    let bytes = body(
+        &json!({"_attachments": follows(&[("a.bin", big.len())])}),
+        &[("a.bin", &big)],
+    );
+    let addr = alice.base.trim_start_matches("http://").to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "PUT /notes/gone HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: {}\r\nContent-Length: {}\r\n\r\n",
+        alice.token.as_deref().unwrap(),
+        ctype(),
+        bytes.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    // All but the last bytes of the attachment: the document and most data have gone by.
+    tcp.write_all(&bytes[..bytes.len() - 1000]).await.unwrap();
+    tcp.flush().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    drop(tcp);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    nothing_written(&gate, &alice, "gone").await;
+    // couchgate and the backend go on serving.
+    let a = put(
+        &alice,
+        "/notes/after",
+        body(
+            &json!({"_attachments": follows(&[("a.bin", 3)])}),
+            &[("a.bin", b"abc")],
+        ),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+}
