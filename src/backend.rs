@@ -174,6 +174,32 @@ impl Backend {
         b
     }
 
+    /// Sends a request whose body streams from a client: however long the upload takes, it
+    /// fails only once `progress` has seen no piece of the body taken, and then no answer,
+    /// for `timeout`.
+    pub async fn send_streamed(
+        &self,
+        req: Request<Body>,
+        progress: &Progress,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>> {
+        // Bounded by the watchdog below rather than by a total.
+        let send = self.send(req, Duration::from_secs(365 * 24 * 3600));
+        tokio::pin!(send);
+        loop {
+            let idle = progress.idle();
+            if idle >= timeout {
+                return Err(Error::BackendTimeout(format!(
+                    "the backend took no part of the upload, and gave no answer, for {} s",
+                    timeout.as_secs()
+                )));
+            }
+            if let Ok(answer) = tokio::time::timeout(timeout - idle, &mut send).await {
+                return answer;
+            }
+        }
+    }
+
     /// Sends a request and waits at most `timeout` for the response head.
     pub async fn send(&self, req: Request<Body>, timeout: Duration) -> Result<Response<Incoming>> {
         crate::access_log::note_upstream();
@@ -299,6 +325,37 @@ impl Backend {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(2));
         }
+    }
+}
+
+/// When a streamed request body last moved: each piece the backend takes is a
+/// [`Progress::tick`] (see [`Backend::send_streamed`]).
+#[derive(Debug)]
+pub struct Progress {
+    start: std::time::Instant,
+    /// Milliseconds from `start` to the last tick.
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            start: std::time::Instant::now(),
+            last: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl Progress {
+    pub fn tick(&self) {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long since the last tick.
+    pub fn idle(&self) -> Duration {
+        let last = Duration::from_millis(self.last.load(std::sync::atomic::Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
     }
 }
 

@@ -52,3 +52,8 @@ fn multipart_corpus() {
 fn multipart_answer_corpus() {
     replay("multipart_answer", properties::multipart_answer);
 }
+
+#[test]
+fn multipart_upload_corpus() {
+    replay("multipart_upload", properties::multipart_upload);
+}

@@ -215,3 +215,48 @@ async fn a_client_that_goes_away_mid_upload_leaves_nothing_written() {
     .await;
     assert_eq!(a.status, 201, "{}", a.body);
 }
+
+/// A body that arrives in `pieces` pieces, `gap` apart.
+fn paced(bytes: Vec<u8>, pieces: usize, gap: std::time::Duration) -> reqwest::Body {
+    let size = bytes.len().div_ceil(pieces);
+    let chunks: Vec<Vec<u8>> = bytes.chunks(size).map(<[u8]>::to_vec).collect();
+    let stream = futures_util::stream::unfold(chunks.into_iter(), move |mut rest| async move {
+        let next = rest.next()?;
+        tokio::time::sleep(gap).await;
+        Some((Ok::<_, std::io::Error>(next), rest))
+    });
+    reqwest::Body::wrap_stream(stream)
+}
+
+#[tokio::test]
+async fn an_upload_slower_than_the_backend_timeout_still_lands() {
+    // The backend timeout bounds waiting for the backend, not the client's upload.
+    let backend = Backend::start();
+    let gate = Gate::start(&backend, &["--backend-timeout-secs", "1"]);
+    let alice = gate.client("alice");
+    alice.create_db("notes").await;
+    let big = awkward(2 << 20);
+    let gap = std::time::Duration::from_millis(200);
+    let doc = json!({"_attachments": follows(&[("a.bin", big.len())])});
+    let a = alice
+        .send(
+            alice
+                .request(Method::PUT, "/notes/slow")
+                .header("Content-Type", ctype())
+                .body(paced(body(&doc, &[("a.bin", &big)]), 15, gap)),
+        )
+        .await;
+    assert_eq!(a.status, 201, "multipart: {}", a.body);
+    assert_eq!(attachment(&alice, "/notes/slow/a.bin").await, big);
+    let rev = a.body["rev"].as_str().unwrap().to_owned();
+    let a = alice
+        .send(
+            alice
+                .request(Method::PUT, &format!("/notes/slow/raw.bin?rev={rev}"))
+                .header("Content-Type", "application/octet-stream")
+                .body(paced(big.clone(), 15, gap)),
+        )
+        .await;
+    assert_eq!(a.status, 201, "attachment: {}", a.body);
+    assert_eq!(attachment(&alice, "/notes/slow/raw.bin").await, big);
+}

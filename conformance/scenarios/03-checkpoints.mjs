@@ -68,9 +68,15 @@ export default {
       stats.recent.length = 0;
       const r2 = await replicate(a, remote, { batch_size: 100 });
       const diffs = count(stats, /POST \/[^/]+\/_revs_diff/);
-      const maxDiffs = Math.ceil((N - k) / 100) + 2;
+      // The cancel lands while PouchDB's checkpoint writes are in flight, so the checkpoint
+      // it resumes from may be a few batches behind what the server holds (seen 5 batches
+      // behind straight at CouchDB 3.5, whose writes are slower). Re-examining everything
+      // would be N / 100 batches.
+      const lag = 6;
+      const maxDiffs = Math.ceil((N - k) / 100) + lag;
+      assert.ok(maxDiffs < N / 100, 'the bound tells a resumed push from a full one');
       assert.ok(diffs <= maxDiffs, `resumed push re-examined everything: ${diffs} _revs_diff batches for ${N - k} remaining docs (at most ${maxDiffs} expected)`);
-      assert.ok(r2.docs_read <= N - k + 100, `resumed push read ${r2.docs_read} docs, ${N - k} were missing`);
+      assert.ok(r2.docs_read <= N - k + lag * 100, `resumed push read ${r2.docs_read} docs, ${N - k} were missing`);
       assert.deepEqual(await idRevs(remote), await idRevs(a), 'after resumed push the server differs');
       out.push(`push resumed at ${k}/${N} with ${diffs} batches`);
     }

@@ -74,6 +74,22 @@ export default {
       assert.equal(crashes.length, 0, `the continuous job crashed: ${JSON.stringify(crashes[0])}`);
     }
     ctx.note(`continuous pull: ${Object.keys(after).length} documents copied`);
+
+    // Continuous push, without _bulk_get on its source: the data set, then documents written
+    // to the source while it runs (one with a multi-megabyte attachment, which streams).
+    const liveDst = await endpoint(alice, 'repl-live-dst');
+    const pushJob = { source: origin, target: liveDst, continuous: true, use_bulk_get: false };
+    await replicate(server, pushJob);
+    ctx.onCleanup(() => request(`${server}/_replicate`, { method: 'POST', body: { ...pushJob, cancel: true } }).catch(() => {}));
+    await waitFor(async () => Object.keys(await tree(liveDst)).length === ids, { timeout: 60000, interval: 250, what: 'the continuous push to copy the data set' });
+    const big2 = pseudoRandomBytes(BIG + 12345, 23);
+    await requestOk(`${origin.url}/pushed-late`, { method: 'PUT', body: { v: 2, _attachments: { 'big2.bin': { content_type: 'application/octet-stream', data: big2.toString('base64') } } } });
+    const bigNow = await requestOk(`${origin.url}/big`);
+    await requestOk(`${origin.url}/_bulk_docs`, { method: 'POST', body: { docs: [{ _id: 'pushed-late-2' }, { _id: 'big', _rev: bigNow._rev, _deleted: true }] } });
+    const originAfter = await tree(origin);
+    await waitFor(async () => JSON.stringify(await tree(liveDst)) === JSON.stringify(originAfter), { timeout: 60000, interval: 250, what: 'the continuous push to copy the late documents' });
+    await sameBytes(liveDst, origin, 'pushed-late', 'big2.bin');
+    ctx.note(`continuous push: ${Object.keys(originAfter).length} documents copied`);
   },
 };
 

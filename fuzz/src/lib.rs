@@ -225,3 +225,78 @@ pub fn multipart_answer(data: &[u8]) {
         "chunking changed the answer"
     );
 }
+
+/// Fields: chunk size (one byte), boundary, body. A `multipart/related` upload read as it
+/// streams (`multipart::upload`) is accepted exactly when the whole-body parser accepts it,
+/// and then the backend gets the body `multipart::build` builds (boundary aside), whatever the
+/// network chunks.
+pub fn multipart_upload(data: &[u8]) {
+    use couchgate::multipart::{self, upload};
+    use couchgate::validate;
+    let Some((&chunk, rest)) = data.split_first() else {
+        return;
+    };
+    let Some(at) = rest.iter().position(|b| *b == 0xff) else {
+        return;
+    };
+    let Ok(boundary) = std::str::from_utf8(&rest[..at]) else {
+        return;
+    };
+    let Ok(boundary) = multipart::boundary(&format!("multipart/related; boundary=\"{boundary}\""))
+    else {
+        return;
+    };
+    let body = bytes::Bytes::copy_from_slice(&rest[at + 1..]);
+    let check = |json: &[u8]| -> Option<(Vec<u8>, Vec<validate::Follows>)> {
+        let Ok(Value::Object(mut doc)) = couchgate::json::parse(json) else {
+            return None;
+        };
+        let shape = validate::check_doc(&mut doc, true).ok()?;
+        Some((
+            serde_json::to_vec(&doc).expect("a document serialises"),
+            shape.follows,
+        ))
+    };
+    let whole = || -> Option<Vec<u8>> {
+        let related = multipart::parse(&body, &boundary).ok()?;
+        let (json, follows) = check(&related.doc)?;
+        let atts = multipart::attachments(&follows, related.rest).ok()?;
+        let (ctype, built) = multipart::build(&json, &atts);
+        let ours = multipart::boundary(&ctype).expect("own type");
+        Some(
+            String::from_utf8_lossy(&built)
+                .replace(&ours, "B")
+                .into_bytes(),
+        )
+    };
+    let streamed = |size: usize| -> Option<Vec<u8>> {
+        let mut head = upload::Head::new(&boundary, 1 << 20);
+        let mut pieces = body.chunks(size.max(1));
+        let json = loop {
+            if let Some(json) = head.push(pieces.next()?).ok()? {
+                break json;
+            }
+        };
+        let (json, follows) = check(&json)?;
+        let mut rf = head.reframe(follows, "B".into());
+        let mut out = bytes::BytesMut::from(&rf.start(&json)[..]);
+        rf.resume(&mut out).ok()?;
+        for piece in pieces {
+            rf.push(piece, &mut out).ok()?;
+        }
+        rf.finish().ok()?;
+        assert_eq!(rf.length(json.len()), out.len() as u64, "Content-Length");
+        Some(String::from_utf8_lossy(&out).into_owned().into_bytes())
+    };
+    let expected = whole();
+    assert_eq!(
+        streamed(usize::from(chunk)),
+        expected,
+        "chunked stream vs whole body"
+    );
+    assert_eq!(
+        streamed(body.len()),
+        expected,
+        "one-piece stream vs whole body"
+    );
+}

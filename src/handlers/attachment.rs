@@ -88,27 +88,36 @@ pub async fn handle(
         .headers
         .get(header::CONTENT_ENCODING)
         .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    let (upload, cut) = if method == Method::PUT && encoded && !st.backend.is_couchdb().await {
-        // CouchDB takes an encoded upload (the Cloudant SDK gzips every body) and stores the
-        // data it encodes; PouchDB Server would store the encoded bytes. For it, the body is
-        // decoded here (bounded: a gzip bomb is a 413) and sent as it is meant.
-        let data = req.bytes().await?;
-        if let Some(h) = b.headers_mut() {
-            h.remove(header::CONTENT_ENCODING);
-            h.insert(header::CONTENT_LENGTH, data.len().into());
-        }
-        (body::full(data), None)
-    } else if method == Method::PUT {
-        let up = req.upload().await?;
-        if let (Some(len), Some(h)) = (up.length, b.headers_mut()) {
-            h.insert(header::CONTENT_LENGTH, len.into());
-        }
-        (up.body, Some(up.cut))
-    } else {
-        (body::empty(), None)
-    };
+    let (upload, cut, progress) =
+        if method == Method::PUT && encoded && !st.backend.is_couchdb().await {
+            // CouchDB takes an encoded upload (the Cloudant SDK gzips every body) and stores the
+            // data it encodes; PouchDB Server would store the encoded bytes. For it, the body is
+            // decoded here (bounded: a gzip bomb is a 413) and sent as it is meant.
+            let data = req.bytes().await?;
+            if let Some(h) = b.headers_mut() {
+                h.remove(header::CONTENT_ENCODING);
+                h.insert(header::CONTENT_LENGTH, data.len().into());
+            }
+            (body::full(data), None, None)
+        } else if method == Method::PUT {
+            let up = req.upload().await?;
+            if let (Some(len), Some(h)) = (up.length, b.headers_mut()) {
+                h.insert(header::CONTENT_LENGTH, len.into());
+            }
+            (up.body, Some(up.cut), Some(up.progress))
+        } else {
+            (body::empty(), None, None)
+        };
     let breq = b.body(upload).map_err(|e| Error::Internal(e.to_string()))?;
-    let sent = st.backend.send(breq, st.backend.timeout()).await;
+    // An upload that streams is bounded by its progress, not by a total time.
+    let sent = match &progress {
+        Some(p) => {
+            st.backend
+                .send_streamed(breq, p, st.backend.timeout())
+                .await
+        }
+        None => st.backend.send(breq, st.backend.timeout()).await,
+    };
     if let Some(e) = cut.and_then(|c| c.error()) {
         return Err(e);
     }

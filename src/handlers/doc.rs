@@ -643,12 +643,17 @@ impl StreamedRest {
         let (tx, out) = body::channel(4);
         let failed = std::sync::Arc::new(std::sync::Mutex::new(None::<Error>));
         let noted = std::sync::Arc::clone(&failed);
+        let progress = std::sync::Arc::new(crate::backend::Progress::default());
+        let moved = std::sync::Arc::clone(&progress);
         let feed = crate::access_log::spawn(async move {
             let fed = async {
                 let mut buf = first;
                 loop {
-                    if !buf.is_empty() && !tx.send(buf.split().freeze()).await {
-                        return Ok(());
+                    if !buf.is_empty() {
+                        if !tx.send(buf.split().freeze()).await {
+                            return Ok(());
+                        }
+                        moved.tick();
                     }
                     match body::next_data(&mut body, &mut read, limit).await? {
                         Some(data) => reframe.push(&data, &mut buf)?,
@@ -665,7 +670,8 @@ impl StreamedRest {
                 tx.abort(reason).await;
             }
         });
-        let sent = send_write(st, ns, Method::PUT, backing, query, out, Some(length), ct).await;
+        let streamed = Some((length, &*progress));
+        let sent = send_write(st, ns, Method::PUT, backing, query, out, streamed, ct).await;
         match sent {
             Ok((status, headers, value)) => {
                 write_result(ns, backing, status, &headers, value, None)
@@ -854,8 +860,8 @@ async fn write(
     write_result(ns, backing, status, &headers, value, None)
 }
 
-/// Sends a write of one document (a body of `length` bytes when it streams); a refusal
-/// becomes the client's error.
+/// Sends a write of one document; a refusal becomes the client's error. A body that streams
+/// from the client comes with its exact length and its [`Progress`](crate::backend::Progress).
 #[allow(clippy::too_many_arguments)]
 async fn send_write(
     st: &State,
@@ -864,7 +870,7 @@ async fn send_write(
     backing: &str,
     query: &str,
     body: Body,
-    length: Option<u64>,
+    streamed: Option<(u64, &crate::backend::Progress)>,
     content_type: HeaderValue,
 ) -> Result<(StatusCode, HeaderMap, Value)> {
     let url = st
@@ -875,11 +881,18 @@ async fn send_write(
         .request(method, &url)
         .header(header::ACCEPT, "application/json")
         .header(header::CONTENT_TYPE, content_type);
-    if let Some(n) = length {
+    if let Some((n, _)) = streamed {
         b = b.header(header::CONTENT_LENGTH, n);
     }
     let breq = b.body(body).map_err(|e| Error::Internal(e.to_string()))?;
-    let resp = st.backend.send(breq, st.backend.timeout()).await?;
+    let resp = match streamed {
+        Some((_, progress)) => {
+            st.backend
+                .send_streamed(breq, progress, st.backend.timeout())
+                .await?
+        }
+        None => st.backend.send(breq, st.backend.timeout()).await?,
+    };
     let status = resp.status();
     let headers = resp.headers().clone();
     let bytes = st

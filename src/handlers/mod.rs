@@ -107,6 +107,7 @@ impl Req {
                             length: Some(whole.len() as u64),
                             body: body::full(whole),
                             cut,
+                            progress: Arc::default(),
                         });
                     }
                     Some(Err(e)) => return Err(body::read_error(&e, limit)),
@@ -137,11 +138,17 @@ impl Req {
             (!prefix.is_empty()).then(|| Ok(hyper::body::Frame::data(prefix.freeze()))),
         );
         let tail = http_body_util::BodyStream::new(rest);
-        let stream = futures_util::StreamExt::chain(head, tail);
+        let progress = Arc::new(crate::backend::Progress::default());
+        let moved = Arc::clone(&progress);
+        let stream = futures_util::StreamExt::inspect(
+            futures_util::StreamExt::chain(head, tail),
+            move |_| moved.tick(),
+        );
         Ok(Upload {
             body: body::boxed(http_body_util::StreamBody::new(stream)),
             length: None,
             cut,
+            progress,
         })
     }
 }
@@ -156,6 +163,8 @@ pub struct Upload {
     pub length: Option<u64>,
     /// Whether the stream was cut off, and why.
     pub cut: Arc<Cut>,
+    /// When the backend last took a piece of it.
+    pub progress: Arc<crate::backend::Progress>,
 }
 
 /// Why a streamed upload was cut off, if it was.
