@@ -208,6 +208,65 @@ where
     }
 }
 
+/// A request body read piece by piece ([`next_data`]) at the reader's pace. What is left of it
+/// when it is dropped (an answer given before the client finished sending, such as an error
+/// found part-way) is read and discarded in the background, within the same limit and
+/// timeouts: a client still sending then reads the answer instead of a reset connection.
+pub struct ClientBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    body: Option<B>,
+    read: u64,
+    limit: u64,
+}
+
+impl<B> ClientBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    pub fn new(body: B, limit: u64) -> Self {
+        ClientBody {
+            body: Some(body),
+            read: 0,
+            limit,
+        }
+    }
+
+    /// The next piece of data; `None` at the end.
+    pub async fn next(&mut self) -> Result<Option<Bytes>> {
+        let Some(body) = self.body.as_mut() else {
+            return Ok(None);
+        };
+        let next = next_data(body, &mut self.read, self.limit).await;
+        if !matches!(next, Ok(Some(_))) {
+            // Ended or failed: nothing is left to discard.
+            self.body = None;
+        }
+        next
+    }
+}
+
+impl<B> Drop for ClientBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn drop(&mut self) {
+        let Some(mut body) = self.body.take() else {
+            return;
+        };
+        let (mut read, limit) = (self.read, self.limit);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                while let Ok(Some(_)) = next_data(&mut body, &mut read, limit).await {}
+            });
+        }
+    }
+}
+
 /// Reads a whole body of at most `limit` bytes.
 pub async fn read_limited<B>(body: B, limit: u64) -> Result<Bytes>
 where

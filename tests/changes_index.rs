@@ -255,7 +255,7 @@ async fn restarts_with_and_without_the_data_directory() {
 
 #[tokio::test]
 async fn the_follower_survives_a_backend_restart() {
-    if std::env::var("COUCHDB_URL").is_ok() {
+    if support::couchdb_url().is_some() {
         // The backend is not ours to restart; the other tests cover the rest.
         return;
     }

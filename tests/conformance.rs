@@ -16,7 +16,7 @@ fn pouchdb_replication_scenarios() {
         .current_dir(&project);
     // A real CouchDB keeps what it is given: every run gets a shared database of its own
     // (a fresh couchgate would otherwise build its index from every earlier run's documents).
-    let couchdb = std::env::var("COUCHDB_URL").ok();
+    let couchdb = support::couchdb_url();
     let database = support::unique_db();
     if let Some(url) = &couchdb {
         cmd.args(["--backend-url", url, "--database", &database]);

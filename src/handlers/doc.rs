@@ -611,9 +611,8 @@ async fn streams(st: &State, req: &Req) -> bool {
 /// re-framed for the backend as it arrives (see [`multipart::upload`]).
 struct StreamedRest {
     reframe: multipart::upload::Reframe,
-    body: crate::body::TimedBody<hyper::body::Incoming>,
-    read: u64,
-    limit: u64,
+    /// The client's body after the part read so far; dropped unread, it is discarded.
+    body: body::ClientBody<body::TimedBody<hyper::body::Incoming>>,
 }
 
 impl StreamedRest {
@@ -631,8 +630,6 @@ impl StreamedRest {
         let StreamedRest {
             mut reframe,
             mut body,
-            mut read,
-            limit,
         } = self;
         let json = serde_json::to_vec(doc)?;
         let length = reframe.length(json.len());
@@ -645,17 +642,25 @@ impl StreamedRest {
         let noted = std::sync::Arc::clone(&failed);
         let progress = std::sync::Arc::new(crate::backend::Progress::default());
         let moved = std::sync::Arc::clone(&progress);
-        let feed = crate::access_log::spawn(async move {
+        let timeout = st.backend.timeout();
+        crate::access_log::spawn(async move {
             let fed = async {
                 let mut buf = first;
                 loop {
                     if !buf.is_empty() {
-                        if !tx.send(buf.split().freeze()).await {
-                            return Ok(());
+                        let piece = buf.split().freeze();
+                        match tokio::time::timeout(timeout, tx.send(piece)).await {
+                            Err(_) => {
+                                return Err(Error::BackendTimeout(
+                                    "the backend stopped reading the upload".into(),
+                                ))
+                            }
+                            // The backend's request is over (it answered, or failed).
+                            Ok(false) => return Ok(()),
+                            Ok(true) => moved.tick(),
                         }
-                        moved.tick();
                     }
-                    match body::next_data(&mut body, &mut read, limit).await? {
+                    match body.next().await? {
                         Some(data) => reframe.push(&data, &mut buf)?,
                         None => return reframe.finish(),
                     }
@@ -677,7 +682,8 @@ impl StreamedRest {
                 write_result(ns, backing, status, &headers, value, None)
             }
             Err(e) => {
-                feed.abort();
+                // The feed ends (the backend's side of the channel is gone, or soon times
+                // out), and what the client still sends is then discarded.
                 let cause = failed.lock().ok().and_then(|mut slot| slot.take());
                 Err(cause.unwrap_or(e))
             }
@@ -734,12 +740,12 @@ impl DocWrite {
         boundary: &str,
     ) -> Result<(Map<String, Value>, StreamedRest)> {
         let limit = req.max_body;
-        let mut body = req.body;
-        let mut read = 0;
+        let mut body = body::ClientBody::new(req.body, limit);
         let mut head =
             multipart::upload::Head::new(boundary, usize::try_from(limit).unwrap_or(usize::MAX));
         let json = loop {
-            let data = body::next_data(&mut body, &mut read, limit)
+            let data = body
+                .next()
                 .await?
                 .ok_or_else(|| Error::bad_request("malformed multipart/related body"))?;
             if let Some(json) = head.push(&data)? {
@@ -754,15 +760,7 @@ impl DocWrite {
         };
         let (doc, shape) = offload(len, move || this.json(&json, true)).await?;
         let reframe = head.reframe(shape.follows, multipart::random_boundary());
-        Ok((
-            doc,
-            StreamedRest {
-                reframe,
-                body,
-                read,
-                limit,
-            },
-        ))
+        Ok((doc, StreamedRest { reframe, body }))
     }
 
     /// Parses a whole `multipart/related` body: the checked document and the data of its

@@ -102,10 +102,15 @@ fn wait_for_port(port: u16, what: &str) {
     }
 }
 
+/// The CouchDB to test against: `COUCHDB_URL` when set and not empty.
+pub fn couchdb_url() -> Option<String> {
+    std::env::var("COUCHDB_URL").ok().filter(|u| !u.is_empty())
+}
+
 impl Backend {
     /// `COUCHDB_URL` when set, else a fresh in-memory PouchDB Server.
     pub fn start() -> Backend {
-        if let Ok(url) = std::env::var("COUCHDB_URL") {
+        if let Some(url) = couchdb_url() {
             return Backend {
                 url: url.trim_end_matches('/').to_owned(),
                 child: None,
