@@ -9,6 +9,8 @@ use http_body_util::{BodyExt, Empty, Full, Limited, StreamBody};
 use hyper::body::Frame;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -39,29 +41,57 @@ where
 
 /// A body fed chunk by chunk through a bounded channel: the producer waits while the client
 /// is slow, so memory stays bounded whatever the length of the answer. Dropping the receiver
-/// (the client went away) makes every send fail, which stops the producer.
+/// (the client went away) makes every send fail, which stops the producer; so does a client
+/// that takes nothing for [`STALLED_CLIENT`], whose answer then ends in error.
 pub fn channel(capacity: usize) -> (ChunkSender, Body) {
     let (tx, rx) = mpsc::channel::<std::result::Result<Bytes, BoxError>>(capacity);
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (b.map(Frame::data), rx))
+    let cut = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&cut);
+    let stream = futures_util::stream::unfold((rx, seen), |(mut rx, seen)| async move {
+        match rx.recv().await {
+            Some(b) => Some((b.map(Frame::data), (rx, seen))),
+            // Every sender is gone: an answer cut short ends in error, never as if complete.
+            None if seen.swap(false, Ordering::SeqCst) => {
+                Some((Err("the answer was cut short".into()), (rx, seen)))
+            }
+            None => None,
+        }
     });
-    (ChunkSender(tx), StreamBody::new(stream).boxed_unsync())
+    (
+        ChunkSender { tx, cut },
+        StreamBody::new(stream).boxed_unsync(),
+    )
 }
+
+/// How long a streamed answer waits for its reader to take a chunk before giving it up.
+pub const STALLED_CLIENT: Duration = Duration::from_secs(60);
 
 /// The producing side of [`channel`].
 #[derive(Clone)]
-pub struct ChunkSender(mpsc::Sender<std::result::Result<Bytes, BoxError>>);
+pub struct ChunkSender {
+    tx: mpsc::Sender<std::result::Result<Bytes, BoxError>>,
+    cut: Arc<AtomicBool>,
+}
 
 impl ChunkSender {
-    /// Sends a chunk; `false` when the client has gone away.
+    /// Sends a chunk; `false` when the reader has gone away, or has taken nothing for
+    /// [`STALLED_CLIENT`] (its answer is then cut).
     pub async fn send(&self, chunk: impl Into<Bytes>) -> bool {
-        self.0.send(Ok(chunk.into())).await.is_ok()
+        match tokio::time::timeout(STALLED_CLIENT, self.tx.send(Ok(chunk.into()))).await {
+            Ok(sent) => sent.is_ok(),
+            Err(_) => {
+                self.cut.store(true, Ordering::SeqCst);
+                false
+            }
+        }
     }
 
-    /// Ends the body with an error: the client's connection is cut rather than the answer
-    /// ended as if it were complete.
-    pub async fn abort(&self, reason: impl Into<BoxError>) {
-        let _ = self.0.send(Err(reason.into())).await;
+    /// Ends the body with an error: the reader's connection is cut rather than the answer
+    /// ended as if it were complete. Never waits: with the channel full, the error comes
+    /// once the reader has taken what is queued and the producer is gone.
+    pub fn abort(&self, reason: impl Into<BoxError>) {
+        self.cut.store(true, Ordering::SeqCst);
+        let _ = self.tx.try_send(Err(reason.into()));
     }
 }
 
@@ -233,6 +263,11 @@ where
             read: 0,
             limit,
         }
+    }
+
+    /// The most it may hold.
+    pub fn limit(&self) -> u64 {
+        self.limit
     }
 
     /// The next piece of data; `None` at the end.

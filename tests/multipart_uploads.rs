@@ -260,3 +260,95 @@ async fn an_upload_slower_than_the_backend_timeout_still_lands() {
     assert_eq!(a.status, 201, "attachment: {}", a.body);
     assert_eq!(attachment(&alice, "/notes/slow/raw.bin").await, big);
 }
+
+/// A body sent as two pieces, the second `gap` after the first.
+fn two_pieces(bytes: Vec<u8>, at: usize, gap: std::time::Duration) -> reqwest::Body {
+    let (a, b) = bytes.split_at(at);
+    let pieces = vec![a.to_vec(), b.to_vec()];
+    let stream = futures_util::stream::unfold(
+        (pieces.into_iter(), true),
+        move |(mut rest, first)| async move {
+            let next = rest.next()?;
+            if !first {
+                tokio::time::sleep(gap).await;
+            }
+            Some((Ok::<_, std::io::Error>(next), (rest, false)))
+        },
+    );
+    reqwest::Body::wrap_stream(stream)
+}
+
+#[tokio::test]
+async fn a_bad_tail_that_arrives_after_the_data_writes_nothing() {
+    // CouchDB commits a document once it has the JSON and every attachment's `length` bytes,
+    // without waiting for the closing delimiter: a tail found wrong only after all the data
+    // went by must still leave nothing written.
+    let backend = Backend::start();
+    let gate = Gate::start(&backend, &[]);
+    let alice = gate.client("alice");
+    alice.create_db("notes").await;
+    let big = awkward(2 << 20);
+    let n = big.len();
+    let data_end = |bytes: &[u8]| {
+        let at = bytes
+            .windows(big.len())
+            .position(|w| w == big.as_slice())
+            .unwrap();
+        at + big.len()
+    };
+    let delimiter = format!("\r\n--{BOUNDARY}").len();
+    let extra = body(
+        &json!({"_attachments": follows(&[("a.bin", n)])}),
+        &[("a.bin", &big), ("b.bin", b"abc")],
+    );
+    // All the data and the delimiter after it: the error shows with the next bytes.
+    let extra_at = data_end(&extra) + delimiter;
+    let mut longer_data = big.clone();
+    longer_data.extend_from_slice(b"zz");
+    let longer = body(
+        &json!({"_attachments": follows(&[("a.bin", n + 1)])}),
+        &[("a.bin", &longer_data)],
+    );
+    // Exactly `length` bytes of data and what cannot yet be told from a delimiter.
+    let longer_at = data_end(&longer) - longer_data.len() + n + 1 + delimiter - 1;
+    let after_empty = body(
+        &json!({"_attachments": follows(&[("a.bin", n), ("z.bin", 0)])}),
+        &[("a.bin", &big), ("z.bin", b""), ("x.bin", b"x")],
+    );
+    // All of a.bin, and the empty z.bin's part up to the delimiter that ends it.
+    let after_empty_at = data_end(&after_empty) + 2 * delimiter + 55;
+    let cases = [
+        (
+            "tail-extra",
+            extra,
+            extra_at,
+            "multipart/related body has a part that is no attachment with `follows: true`",
+        ),
+        (
+            "tail-longer",
+            longer,
+            longer_at,
+            "attachment longer than expected",
+        ),
+        (
+            "tail-after-empty",
+            after_empty,
+            after_empty_at,
+            "multipart/related body has a part that is no attachment with `follows: true`",
+        ),
+    ];
+    for (id, bytes, at, reason) in cases {
+        let a = alice
+            .send(
+                alice
+                    .request(Method::PUT, &format!("/notes/{id}"))
+                    .header("Content-Type", ctype())
+                    .body(two_pieces(bytes, at, std::time::Duration::from_millis(700))),
+            )
+            .await;
+        a.error(400, "bad_request");
+        assert_eq!(a.body["reason"], reason, "{id}");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        nothing_written(&gate, &alice, id).await;
+    }
+}

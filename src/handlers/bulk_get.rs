@@ -136,7 +136,7 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
     crate::access_log::spawn(async move {
         if let Err(e) = answer.stream(first, segments, &tx).await {
             tracing::warn!(error = %e, "_bulk_get answer cut short");
-            tx.abort(e.reason()).await;
+            tx.abort(e.reason());
         }
     });
     crate::body::typed_response(&content_type, body)
@@ -461,8 +461,17 @@ fn error_result(id: Value, rev: Value, e: &Error) -> Value {
 
 /// Rewrites one `{"id", "docs": [{"ok": doc} | {"error": {...}}]}` result.
 fn strip_result(parts: &DocParts, row: &mut Value) -> Result<()> {
-    let client = |v: &Value| v.as_str().and_then(|id| parts.ns.decode_id(id));
-    if let Some(id) = row.get("id").and_then(client) {
+    // Every id the backend answers is one couchgate asked for, in the namespace.
+    let client = |v: &Value| -> Result<Option<String>> {
+        v.as_str()
+            .map(|id| {
+                parts.ns.decode_id(id).ok_or_else(|| {
+                    Error::BadGateway("the backend answered a document of another namespace".into())
+                })
+            })
+            .transpose()
+    };
+    if let Some(id) = client(&row["id"])? {
         row["id"] = Value::String(id);
     }
     if let Some(docs) = row.get_mut("docs").and_then(Value::as_array_mut) {
@@ -471,7 +480,7 @@ fn strip_result(parts: &DocParts, row: &mut Value) -> Result<()> {
                 parts.strip(doc)?;
             }
             if let Some(err) = d.get_mut("error") {
-                if let Some(id) = err.get("id").and_then(client) {
+                if let Some(id) = client(&err["id"])? {
                     err["id"] = Value::String(id);
                 }
             }

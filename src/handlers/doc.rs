@@ -459,7 +459,7 @@ fn stream_multipart(
     crate::access_log::spawn(async move {
         if let Err(e) = multipart::stream::pump(incoming, &mut rw, first, &tx, timeout).await {
             tracing::warn!(error = %e, "multipart answer cut short");
-            tx.abort(e.reason()).await;
+            tx.abort(e.reason());
         }
     });
     body::typed_response(ctype, out)
@@ -632,7 +632,15 @@ impl StreamedRest {
             mut body,
         } = self;
         let json = serde_json::to_vec(doc)?;
-        let length = reframe.length(json.len());
+        // The client's body holds all the data it announces: more than the limit is a 413
+        // now, before the backend is asked anything.
+        let limit = body.limit();
+        let length = reframe
+            .length(json.len())
+            .filter(|_| reframe.data_length().is_some_and(|n| n <= limit))
+            .ok_or_else(|| {
+                Error::TooLarge(format!("the request body is larger than {limit} bytes"))
+            })?;
         let ct = HeaderValue::from_str(&reframe.content_type())
             .map_err(|e| Error::Internal(e.to_string()))?;
         let mut first = bytes::BytesMut::from(&reframe.start(&json)[..]);
@@ -660,6 +668,11 @@ impl StreamedRest {
                             Ok(true) => moved.tick(),
                         }
                     }
+                    // Once the client's closing delimiter is read the rest (an epilogue) is
+                    // left to be discarded: the backend has all it gets.
+                    if reframe.done() && buf.is_empty() {
+                        return Ok(());
+                    }
                     match body.next().await? {
                         Some(data) => reframe.push(&data, &mut buf)?,
                         None => return reframe.finish(),
@@ -672,7 +685,7 @@ impl StreamedRest {
                 if let Ok(mut slot) = noted.lock() {
                     *slot = Some(e);
                 }
-                tx.abort(reason).await;
+                tx.abort(reason);
             }
         });
         let streamed = Some((length, &*progress));
@@ -744,10 +757,7 @@ impl DocWrite {
         let mut head =
             multipart::upload::Head::new(boundary, usize::try_from(limit).unwrap_or(usize::MAX));
         let json = loop {
-            let data = body
-                .next()
-                .await?
-                .ok_or_else(|| Error::bad_request("malformed multipart/related body"))?;
+            let data = body.next().await?.ok_or_else(multipart::malformed)?;
             if let Some(json) = head.push(&data)? {
                 break json;
             }

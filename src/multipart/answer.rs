@@ -30,8 +30,6 @@ pub trait Rewrite {
     fn doc_id(&mut self, backing: &str) -> Result<String>;
 }
 
-/// Longest header block of one part.
-const HEADERS_LIMIT: usize = 16 * 1024;
 /// Nesting: the answer, and a document with attachments inside it.
 const MAX_DEPTH: usize = 2;
 
@@ -312,7 +310,7 @@ impl<R: Rewrite> Rewriter<R> {
     /// A part's header block: decides how its body is read.
     fn headers(&mut self, out: &mut BytesMut, eof: bool) -> Result<bool> {
         let Some(end) = memmem::find(&self.buf, b"\r\n\r\n") else {
-            if self.buf.len() > HEADERS_LIMIT {
+            if self.buf.len() > super::HEADERS_LIMIT {
                 return Err(bad("a part's headers are too long"));
             }
             return if eof {
@@ -321,7 +319,7 @@ impl<R: Rewrite> Rewriter<R> {
                 Ok(false)
             };
         };
-        if end > HEADERS_LIMIT {
+        if end > super::HEADERS_LIMIT {
             return Err(bad("a part's headers are too long"));
         }
         let block = self.buf.split_to(end + 4);

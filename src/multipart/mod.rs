@@ -35,8 +35,11 @@ pub struct Attachment {
     pub data: Bytes,
 }
 
+/// Longest header block of one part read as it streams.
+const HEADERS_LIMIT: usize = 16 * 1024;
+
 /// A malformed body, with the one reason couchgate gives for the framing.
-fn malformed() -> Error {
+pub fn malformed() -> Error {
     Error::bad_request("malformed multipart/related body")
 }
 

@@ -92,7 +92,7 @@ impl Head {
 
     /// Fails once more than the JSON part's limit (and its headers) is held.
     fn too_long(&self) -> Result<()> {
-        if self.buf.len() > self.json_limit + HEADERS_LIMIT {
+        if self.buf.len() > self.json_limit.saturating_add(super::HEADERS_LIMIT) {
             return Err(Error::TooLarge(format!(
                 "the document part of a multipart/related body is larger than {} bytes",
                 self.json_limit
@@ -104,12 +104,16 @@ impl Head {
     /// The reader of the rest of the body, given the attachments whose data follows (from the
     /// checked JSON) and the boundary of the body the backend gets.
     pub fn reframe(self, follows: Vec<Follows>, boundary: String) -> Reframe {
+        let last_data = follows.iter().rposition(|f| f.length > 0);
         Reframe {
             buf: self.buf,
             delimiter: self.delimiter,
             follows,
             boundary,
             step: Step::AfterDelimiter { next: 0 },
+            held: BytesMut::new(),
+            holding: last_data.is_none(),
+            last_data,
         }
     }
 }
@@ -138,6 +142,15 @@ pub struct Reframe {
     follows: Vec<Follows>,
     boundary: String,
     step: Step,
+    /// Output held back until the client's closing delimiter is read. CouchDB commits a
+    /// document once it has read the JSON and `length` bytes of each attachment, without
+    /// waiting for the closing delimiter, so what is held back is the last byte of the last
+    /// attachment with data (or, with none, everything after the JSON): until the client's
+    /// body is known to be right, the backend cannot complete the write.
+    held: BytesMut,
+    holding: bool,
+    /// The last attachment with data.
+    last_data: Option<usize>,
 }
 
 impl Reframe {
@@ -153,8 +166,16 @@ impl Reframe {
         out.freeze()
     }
 
-    /// The exact length of the body the backend gets, for a document of `json_len` bytes.
-    pub fn length(&self, json_len: usize) -> u64 {
+    /// The bytes of attachment data the document announces; `None` past `u64`.
+    pub fn data_length(&self) -> Option<u64> {
+        self.follows
+            .iter()
+            .try_fold(0u64, |sum, f| sum.checked_add(f.length))
+    }
+
+    /// The exact length of the body the backend gets, for a document of `json_len` bytes;
+    /// `None` past `u64`.
+    pub fn length(&self, json_len: usize) -> Option<u64> {
         let framing = super::document_head(&self.boundary).len()
             + self
                 .follows
@@ -162,7 +183,13 @@ impl Reframe {
                 .map(|f| super::attachment_head(&self.boundary, &f.name, &f.content_type).len())
                 .sum::<usize>()
             + super::closing(&self.boundary).len();
-        (framing + json_len) as u64 + self.follows.iter().map(|f| f.length).sum::<u64>()
+        self.data_length()?
+            .checked_add(u64::try_from(framing.checked_add(json_len)?).ok()?)
+    }
+
+    /// Whether the client's closing delimiter was read (and the whole body written out).
+    pub fn done(&self) -> bool {
+        matches!(self.step, Step::Done)
     }
 
     /// Takes the next piece of the client's body; appends what the backend may be sent.
@@ -201,6 +228,8 @@ impl Reframe {
                     if let Some(f) = self.follows.get(next) {
                         return Err(super::lacks(f));
                     }
+                    out.extend_from_slice(&self.held);
+                    self.held.clear();
                     out.extend_from_slice(super::closing(&self.boundary).as_bytes());
                     // The epilogue is ignored.
                     self.buf.clear();
@@ -215,7 +244,7 @@ impl Reframe {
             }
             Step::Headers { next } => {
                 let Some(head_len) = memmem::find(&self.buf, b"\r\n\r\n") else {
-                    if self.buf.len() > HEADERS_LIMIT {
+                    if self.buf.len() > super::HEADERS_LIMIT {
                         return Err(Error::bad_request("bad part header"));
                     }
                     return Ok(false);
@@ -226,9 +255,9 @@ impl Reframe {
                 };
                 let f = &self.follows[next];
                 super::check_part_name(&part, f)?;
-                out.extend_from_slice(
-                    super::attachment_head(&self.boundary, &f.name, &f.content_type).as_bytes(),
-                );
+                let head = super::attachment_head(&self.boundary, &f.name, &f.content_type);
+                let sink = if self.holding { &mut self.held } else { out };
+                sink.extend_from_slice(head.as_bytes());
                 self.buf.advance(head_len + 4);
                 self.step = Step::Data {
                     index: next,
@@ -247,7 +276,18 @@ impl Reframe {
                 if seen > f.length || ended {
                     super::check_length(seen, f)?;
                 }
-                out.extend_from_slice(&self.buf[..data]);
+                // The last byte of the last attachment with data is held back.
+                let free = if Some(index) == self.last_data && seen == f.length && data > 0 {
+                    data - 1
+                } else {
+                    data
+                };
+                let sink = if self.holding { &mut self.held } else { out };
+                sink.extend_from_slice(&self.buf[..free]);
+                if free < data {
+                    self.holding = true;
+                    self.held.extend_from_slice(&self.buf[free..data]);
+                }
                 self.buf.advance(data);
                 if ended {
                     self.buf.advance(d);
@@ -265,9 +305,6 @@ impl Reframe {
         }
     }
 }
-
-/// Longest header block of one attachment part.
-const HEADERS_LIMIT: usize = 16 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -317,7 +354,7 @@ mod tests {
             rf.push(piece, &mut out)?;
         }
         rf.finish()?;
-        let length = rf.length(json.len());
+        let length = rf.length(json.len()).unwrap();
         Ok((json, out.to_vec(), length))
     }
 
@@ -388,6 +425,28 @@ mod tests {
     }
 
     #[test]
+    fn with_no_attachment_data_everything_after_the_json_waits_for_the_end() {
+        let body = client(&[b""]);
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let json_end = text.find("\r\n--Client\r\nContent-Disposition").unwrap() + 12;
+        let mut head = Head::new("Client", 1024);
+        let json = head.push(&body[..json_end]).unwrap().unwrap();
+        let mut rf = head.reframe(follows(&[0]), "OURS".into());
+        let mut out = BytesMut::new();
+        rf.resume(&mut out).unwrap();
+        let end = body.len() - b"--\r\nepilogue".len();
+        rf.push(&body[json_end..end], &mut out).unwrap();
+        assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+        rf.push(&body[end..], &mut out).unwrap();
+        assert!(rf.done());
+        let mut all = BytesMut::from(&rf.start(&json)[..]);
+        all.extend_from_slice(&out);
+        assert_eq!(rf.length(json.len()), Some(all.len() as u64));
+        let huge = Head::new("Client", 8).reframe(follows(&[u64::MAX, 1]), "B".into());
+        assert_eq!((huge.data_length(), huge.length(10)), (None, None));
+    }
+
+    #[test]
     fn the_closing_delimiter_is_written_only_after_the_clients() {
         let body = client(&[b"abc"]);
         let text = String::from_utf8_lossy(&body).into_owned();
@@ -398,9 +457,10 @@ mod tests {
         let mut rf = head.reframe(follows(&[3]), "OURS".into());
         let mut out = BytesMut::from(&rf.start(&json)[..]);
         rf.resume(&mut out).unwrap();
-        // Up to the client's closing delimiter, without its `--`.
+        // Up to the client's closing delimiter, without its `--`: the attachment's last byte
+        // is held back, so the backend cannot have the document whole.
         rf.push(&body[json_end..data_end + 10], &mut out).unwrap();
-        assert!(!String::from_utf8_lossy(&out).contains("--OURS--"));
+        assert!(String::from_utf8_lossy(&out).ends_with("\r\n\r\nab"));
         assert!(rf.finish().is_err());
         rf.push(&body[data_end + 10..], &mut out).unwrap();
         assert!(String::from_utf8_lossy(&out).ends_with("abc\r\n--OURS--"));
