@@ -164,10 +164,10 @@ impl Proxy {
                     Ok(handlers::session::anonymous())
                 }
                 Method::GET | Method::HEAD => {
-                    let who = self.identify(&req, peer).await?;
+                    let who = Box::pin(self.identify(&req, peer)).await?;
                     Ok(with_renewal(handlers::session::get(&who), &who))
                 }
-                Method::POST => handlers::session::post(st, req, peer).await,
+                Method::POST => Box::pin(handlers::session::post(st, req, peer)).await,
                 Method::DELETE => Ok(handlers::session::delete(st)),
                 _ => Err(handlers::not_allowed(&[
                     Method::GET,
@@ -181,7 +181,7 @@ impl Proxy {
                 handlers::db::uuids(&req)
             }
             Route::RefusedServer(refusal) => Err(refusal.into_error("this endpoint", &method)),
-            route => self.db_route(route, req, peer).await,
+            route => Box::pin(self.db_route(route, req, peer)).await,
         }
     }
 
@@ -210,38 +210,38 @@ impl Proxy {
                 return Err(Error::Internal("not a database route".into()))
             }
         };
-        let who = self
-            .authorize(&req, peer, &db, is_write(&route, &method))
-            .await?;
+        let who = Box::pin(self.authorize(&req, peer, &db, is_write(&route, &method))).await?;
+        // Each handler's future is boxed: held inline, the largest would size (and be copied
+        // with) every request's future, whatever its route.
         let resp = match route {
-            Route::Db { db } => handlers::db::handle(st, &who, &db, req).await,
+            Route::Db { db } => Box::pin(handlers::db::handle(st, &who, &db, req)).await,
             Route::RefusedDb { refusal, .. } => Err(refusal.into_error("this endpoint", &method)),
             Route::DbEndpoint { db, endpoint } => {
                 let ns = st.registry.require(&who.user, &db).await?;
                 match endpoint {
                     DbEndpoint::AllDocs => {
                         only(&method, &[Method::GET, Method::HEAD, Method::POST])?;
-                        handlers::all_docs::handle(st, &ns, req).await
+                        Box::pin(handlers::all_docs::handle(st, &ns, req)).await
                     }
                     DbEndpoint::Changes => {
                         only(&method, &[Method::GET, Method::POST, Method::HEAD])?;
-                        handlers::changes::handle(st, &ns, req, who.expires).await
+                        Box::pin(handlers::changes::handle(st, &ns, req, who.expires)).await
                     }
                     DbEndpoint::BulkDocs => {
                         only(&method, &[Method::POST])?;
-                        handlers::bulk_docs::handle(st, &ns, req).await
+                        Box::pin(handlers::bulk_docs::handle(st, &ns, req)).await
                     }
                     DbEndpoint::BulkGet => {
                         only(&method, &[Method::POST])?;
-                        handlers::bulk_get::handle(st, &ns, req).await
+                        Box::pin(handlers::bulk_get::handle(st, &ns, req)).await
                     }
                     DbEndpoint::RevsDiff => {
                         only(&method, &[Method::POST])?;
-                        handlers::revs_diff::handle(st, &ns, req, Form::RevsDiff).await
+                        Box::pin(handlers::revs_diff::handle(st, &ns, req, Form::RevsDiff)).await
                     }
                     DbEndpoint::MissingRevs => {
                         only(&method, &[Method::POST])?;
-                        handlers::revs_diff::handle(st, &ns, req, Form::MissingRevs).await
+                        Box::pin(handlers::revs_diff::handle(st, &ns, req, Form::MissingRevs)).await
                     }
                     DbEndpoint::EnsureFullCommit => {
                         only(&method, &[Method::POST])?;
@@ -269,15 +269,15 @@ impl Proxy {
             }
             Route::Local { db, id } => {
                 let ns = st.registry.require(&who.user, &db).await?;
-                handlers::local::handle(st, &ns, &id, req).await
+                Box::pin(handlers::local::handle(st, &ns, &id, req)).await
             }
             Route::Doc { db, id } => {
                 let ns = st.registry.require(&who.user, &db).await?;
-                handlers::doc::handle(st, &ns, &id, req).await
+                Box::pin(handlers::doc::handle(st, &ns, &id, req)).await
             }
             Route::Attachment { db, id, name } => {
                 let ns = st.registry.require(&who.user, &db).await?;
-                handlers::attachment::handle(st, &ns, &id, &name, req).await
+                Box::pin(handlers::attachment::handle(st, &ns, &id, &name, req)).await
             }
             Route::Welcome
             | Route::Up

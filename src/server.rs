@@ -144,7 +144,8 @@ async fn serve<S>(
         req.extensions_mut().insert(ClientAddr(peer.ip()));
         let proxy = proxy.clone();
         async move {
-            let resp = proxy.handle(req).await?;
+            // Boxed: hyper holds (and moves) only this block, not the request's whole future.
+            let resp = Box::pin(proxy.handle(req)).await?;
             Ok::<_, std::convert::Infallible>(resp.map(|b| InFlight::new(b, in_service)))
         }
     });
