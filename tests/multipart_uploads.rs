@@ -51,6 +51,15 @@ fn ctype() -> String {
     format!("multipart/related; boundary=\"{BOUNDARY}\"")
 }
 
+/// A backend, a couchgate in front of it (with `extra` flags), and alice with her `notes`.
+async fn world(extra: &[&str]) -> (Backend, Gate, Client) {
+    let backend = Backend::start();
+    let gate = Gate::start(&backend, extra);
+    let alice = gate.client("alice");
+    alice.create_db("notes").await;
+    (backend, gate, alice)
+}
+
 async fn put(c: &Client, path: &str, body: Vec<u8>) -> support::Answer {
     c.send(
         c.request(Method::PUT, path)
@@ -78,10 +87,7 @@ async fn nothing_written(gate: &Gate, c: &Client, id: &str) {
 
 #[tokio::test]
 async fn large_attachments_arrive_whole_and_untouched() {
-    let backend = Backend::start();
-    let gate = Gate::start(&backend, &[]);
-    let alice = gate.client("alice");
-    alice.create_db("notes").await;
+    let (_backend, _gate, alice) = world(&[]).await;
     let big = awkward(3 << 20);
     let small = b"small one".to_vec();
     let doc = json!({"title": "two", "_attachments": follows(&[("big.bin", big.len()), ("small.txt", small.len())])});
@@ -127,10 +133,7 @@ async fn large_attachments_arrive_whole_and_untouched() {
 
 #[tokio::test]
 async fn a_wrong_large_body_is_refused_and_nothing_is_written() {
-    let backend = Backend::start();
-    let gate = Gate::start(&backend, &[]);
-    let alice = gate.client("alice");
-    alice.create_db("notes").await;
+    let (_backend, gate, alice) = world(&[]).await;
     let big = awkward(2 << 20);
     let n = big.len();
     let doc = |atts: &[(&str, usize)]| json!({"_attachments": follows(atts)});
@@ -177,10 +180,7 @@ async fn a_wrong_large_body_is_refused_and_nothing_is_written() {
 
 #[tokio::test]
 async fn a_client_that_goes_away_mid_upload_leaves_nothing_written() {
-    let backend = Backend::start();
-    let gate = Gate::start(&backend, &[]);
-    let alice = gate.client("alice");
-    alice.create_db("notes").await;
+    let (_backend, gate, alice) = world(&[]).await;
     let big = awkward(4 << 20);
     let bytes = body(
         &json!({"_attachments": follows(&[("a.bin", big.len())])}),
@@ -216,25 +216,31 @@ async fn a_client_that_goes_away_mid_upload_leaves_nothing_written() {
     assert_eq!(a.status, 201, "{}", a.body);
 }
 
+/// A body sent as these pieces, `gap` apart.
+fn apart(pieces: Vec<Vec<u8>>, gap: std::time::Duration) -> reqwest::Body {
+    let stream = futures_util::stream::unfold(
+        (pieces.into_iter(), true),
+        move |(mut rest, first)| async move {
+            let next = rest.next()?;
+            if !first {
+                tokio::time::sleep(gap).await;
+            }
+            Some((Ok::<_, std::io::Error>(next), (rest, false)))
+        },
+    );
+    reqwest::Body::wrap_stream(stream)
+}
+
 /// A body that arrives in `pieces` pieces, `gap` apart.
 fn paced(bytes: Vec<u8>, pieces: usize, gap: std::time::Duration) -> reqwest::Body {
     let size = bytes.len().div_ceil(pieces);
-    let chunks: Vec<Vec<u8>> = bytes.chunks(size).map(<[u8]>::to_vec).collect();
-    let stream = futures_util::stream::unfold(chunks.into_iter(), move |mut rest| async move {
-        let next = rest.next()?;
-        tokio::time::sleep(gap).await;
-        Some((Ok::<_, std::io::Error>(next), rest))
-    });
-    reqwest::Body::wrap_stream(stream)
+    apart(bytes.chunks(size).map(<[u8]>::to_vec).collect(), gap)
 }
 
 #[tokio::test]
 async fn an_upload_slower_than_the_backend_timeout_still_lands() {
     // The backend timeout bounds waiting for the backend, not the client's upload.
-    let backend = Backend::start();
-    let gate = Gate::start(&backend, &["--backend-timeout-secs", "1"]);
-    let alice = gate.client("alice");
-    alice.create_db("notes").await;
+    let (_backend, _gate, alice) = world(&["--backend-timeout-secs", "1"]).await;
     let big = awkward(2 << 20);
     let gap = std::time::Duration::from_millis(200);
     let doc = json!({"_attachments": follows(&[("a.bin", big.len())])});
@@ -264,18 +270,7 @@ async fn an_upload_slower_than_the_backend_timeout_still_lands() {
 /// A body sent as two pieces, the second `gap` after the first.
 fn two_pieces(bytes: Vec<u8>, at: usize, gap: std::time::Duration) -> reqwest::Body {
     let (a, b) = bytes.split_at(at);
-    let pieces = vec![a.to_vec(), b.to_vec()];
-    let stream = futures_util::stream::unfold(
-        (pieces.into_iter(), true),
-        move |(mut rest, first)| async move {
-            let next = rest.next()?;
-            if !first {
-                tokio::time::sleep(gap).await;
-            }
-            Some((Ok::<_, std::io::Error>(next), (rest, false)))
-        },
-    );
-    reqwest::Body::wrap_stream(stream)
+    apart(vec![a.to_vec(), b.to_vec()], gap)
 }
 
 #[tokio::test]
@@ -283,10 +278,7 @@ async fn a_bad_tail_that_arrives_after_the_data_writes_nothing() {
     // CouchDB commits a document once it has the JSON and every attachment's `length` bytes,
     // without waiting for the closing delimiter: a tail found wrong only after all the data
     // went by must still leave nothing written.
-    let backend = Backend::start();
-    let gate = Gate::start(&backend, &[]);
-    let alice = gate.client("alice");
-    alice.create_db("notes").await;
+    let (_backend, gate, alice) = world(&[]).await;
     let big = awkward(2 << 20);
     let n = big.len();
     let data_end = |bytes: &[u8]| {

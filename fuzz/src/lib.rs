@@ -143,23 +143,26 @@ pub fn seq_tokens(data: &[u8]) {
     assert_eq!(codec.open(&other, &token), None);
 }
 
+/// Splits a fuzz input into a `multipart/related` boundary (before the first 0xff byte, as
+/// couchgate reads it from a content type) and the body after it.
+fn related_input(data: &[u8]) -> Option<(String, bytes::Bytes)> {
+    let at = data.iter().position(|b| *b == 0xff)?;
+    let boundary = std::str::from_utf8(&data[..at]).ok()?;
+    let boundary =
+        couchgate::multipart::boundary(&format!("multipart/related; boundary=\"{boundary}\""))
+            .ok()?;
+    Some((boundary, bytes::Bytes::copy_from_slice(&data[at + 1..])))
+}
+
 /// Fields: boundary, body. A body either is refused or is rebuilt into one that parses back to
 /// exactly the checked document (with couchgate's id) and the same attachments, in order, and
 /// no further part: nothing of the client's framing reaches the backend.
 pub fn multipart(data: &[u8]) {
     use couchgate::multipart;
     use couchgate::validate;
-    let Some(at) = data.iter().position(|b| *b == 0xff) else {
+    let Some((boundary, body)) = related_input(data) else {
         return;
     };
-    let Ok(boundary) = std::str::from_utf8(&data[..at]) else {
-        return;
-    };
-    let Ok(boundary) = multipart::boundary(&format!("multipart/related; boundary=\"{boundary}\""))
-    else {
-        return;
-    };
-    let body = bytes::Bytes::copy_from_slice(&data[at + 1..]);
     let Ok(related) = multipart::parse(&body, &boundary) else {
         return;
     };
@@ -236,17 +239,9 @@ pub fn multipart_upload(data: &[u8]) {
     let Some((&chunk, rest)) = data.split_first() else {
         return;
     };
-    let Some(at) = rest.iter().position(|b| *b == 0xff) else {
+    let Some((boundary, body)) = related_input(rest) else {
         return;
     };
-    let Ok(boundary) = std::str::from_utf8(&rest[..at]) else {
-        return;
-    };
-    let Ok(boundary) = multipart::boundary(&format!("multipart/related; boundary=\"{boundary}\""))
-    else {
-        return;
-    };
-    let body = bytes::Bytes::copy_from_slice(&rest[at + 1..]);
     let check = |json: &[u8]| -> Option<(Vec<u8>, Vec<validate::Follows>)> {
         let Ok(Value::Object(mut doc)) = couchgate::json::parse(json) else {
             return None;

@@ -720,6 +720,7 @@ fn build(doc: &Map<String, Value>, atts: &[multipart::Attachment]) -> Result<(By
 }
 
 /// A document body written by `PUT /{db}/{docid}`, and what the request says about it.
+#[derive(Clone)]
 struct DocWrite {
     backing: String,
     /// `new_edits=false`.
@@ -763,11 +764,7 @@ impl DocWrite {
             }
         };
         let len = json.len();
-        let this = DocWrite {
-            backing: self.backing.clone(),
-            replicated: self.replicated,
-            rev_outside: self.rev_outside,
-        };
+        let this = self.clone();
         let (doc, shape) = offload(len, move || this.json(&json, true)).await?;
         let reframe = head.reframe(shape.follows, multipart::random_boundary());
         Ok((doc, StreamedRest { reframe, body }))
