@@ -2,6 +2,7 @@
 // against the same requests straight at the backend, plus couchgate's CPU time per request.
 import { PouchDB } from '../conformance/lib/pouch.mjs';
 import { agent, request } from './lib/http.mjs';
+import { startCountingProxy } from './lib/countproxy.mjs';
 import { cpuSeconds, rssMiB } from './lib/procs.mjs';
 import { fmt, fmtMs, log, makeDoc, mdTable, median, percentile, rateRatio, timeRatio } from './lib/util.mjs';
 
@@ -15,6 +16,9 @@ export const options = {
   'batch-requests': { def: 100, help: 'sequential _revs_diff and _bulk_get requests per path and repetition' },
   'batch-docs': { def: 100, help: 'docs per _revs_diff / _bulk_get request' },
   'replicate-docs': { def: 10000, help: 'docs pushed and pulled by PouchDB 9 (0 to skip)' },
+  'replicate-users': { def: 20, help: 'users pushing (then pulling) at once, each its own virtual database (0 to skip)' },
+  'user-docs': { def: 1000, help: 'docs of each of the replicate-users' },
+  'count-backend': { def: true, help: 'one more untimed push and pull per path behind a counting proxy: backend requests per 1k docs' },
 };
 
 const USER = 'bench-user';
@@ -133,49 +137,93 @@ export async function run(ctx) {
 
   // PouchDB 9 replication, each repetition into fresh databases (and a fresh couchgate with a
   // fresh shared database, so one repetition's data does not slow the next one's _changes).
+  // `users` PouchDB databases replicate at once, each to its own remote (a user's virtual
+  // database through couchgate, a database of its own direct); with `counted`, the backend
+  // connection goes through a counting proxy (lib/countproxy.mjs) and nothing is timed.
+  const replicate = async (label, rep, sources, counted) => {
+    const users = sources.length;
+    const tag = `${ctx.tag}_${rep}_${users}${counted ? 'c' : ''}`;
+    let counter = null; let g = null; const names = [];
+    let remotes;
+    if (label === 'direct') {
+      if (counted) { counter = await startCountingProxy(ctx.backend.url); ctx.proxies.push(counter); }
+      const base = counter ? counter.url : ctx.backend.url;
+      remotes = sources.map((_, u) => {
+        const name = `bench_po_rep_direct_${tag}_${u}`;
+        ctx.backendDb(name); names.push(name);
+        return new PouchDB(`${base}/${name}`);
+      });
+    } else {
+      const name = `bench_po_rep_${tag}`;
+      names.push(name);
+      g = await ctx.startGate({ database: name, name: 'couchgate-replication', countBackend: counted });
+      counter = g.counter;
+      remotes = sources.map((_, u) => {
+        const userAuth = `Bearer ${ctx.token(`${USER}-${u}`)}`;
+        const fetch = (url, o) => { o.headers.set('Authorization', userAuth); return PouchDB.fetch(url, o); };
+        return new PouchDB(`${g.url}/${VDB}`, { fetch });
+      });
+    }
+    const docs = sources.reduce((n, s) => n + s.docs, 0);
+    const pid = g ? g.pid : null;
+    const m0 = counter?.mark();
+    const c0 = cpuSeconds(pid); const b0 = cpuSeconds(ctx.backend.pid);
+    let t = Date.now();
+    const pushes = await Promise.all(sources.map((s, u) => s.db.replicate.to(remotes[u])));
+    const pushMs = Date.now() - t;
+    const c1 = cpuSeconds(pid); const b1 = cpuSeconds(ctx.backend.pid);
+    const m1 = counter?.mark();
+    const pushRequests = counter?.since(m0);
+    pushes.forEach((push, u) => { if (push.docs_written !== sources[u].docs) throw new Error(`${label}: push ${u} wrote ${push.docs_written} docs`); });
+    const targets = sources.map((_, u) => new PouchDB(`bench-dst-${tag}-${label}-${u}`, { adapter: 'memory' }));
+    t = Date.now();
+    const pulls = await Promise.all(targets.map((target, u) => target.replicate.from(remotes[u])));
+    const pullMs = Date.now() - t;
+    const c2 = cpuSeconds(pid); const b2 = cpuSeconds(ctx.backend.pid);
+    for (let u = 0; u < users; u++) {
+      const info = await targets[u].info();
+      if (pulls[u].docs_written !== sources[u].docs || info.doc_count !== sources[u].docs) throw new Error(`${label}: pull ${u} wrote ${pulls[u].docs_written}, has ${info.doc_count}`);
+    }
+    const perK = (a0, a1) => (((a1 - a0) * 1000) / docs) * 1000;
+    const out = {
+      push: { ms: pushMs, gateCpu: perK(c0, c1), backendCpu: perK(b0, b1) },
+      pull: { ms: pullMs, gateCpu: perK(c1, c2), backendCpu: perK(b1, b2) },
+    };
+    if (counter) { out.push.requests = pushRequests; out.pull.requests = counter.since(m1); }
+    log(`${counted ? 'counted' : `rep ${rep + 1}`} ${label}, ${users} user(s): PouchDB push ${docs} docs ${(pushMs / 1000).toFixed(1)} s, pull ${(pullMs / 1000).toFixed(1)} s`);
+    for (const target of targets) await target.destroy();
+    if (g) { g.expectedDown = true; await g.stop(); }
+    for (const name of names) await ctx.deleteBackendDb(name);
+    ctx.checkAlive();
+    return out;
+  };
+  const counts = {};
   if (a['replicate-docs'] > 0) {
-    const local = new PouchDB(`bench-src-${ctx.tag}`, { adapter: 'memory' });
-    const repDocs = Array.from({ length: a['replicate-docs'] }, (_, i) => makeDoc(`rep-${String(i).padStart(6, '0')}`, i, a['doc-size']));
-    for (let i = 0; i < repDocs.length; i += 1000) await local.bulkDocs(repDocs.slice(i, i + 1000));
-    for (let rep = 0; rep < a.reps; rep++) {
-      const order = rep % 2 ? ['couchgate', 'direct'] : ['direct', 'couchgate'];
-      for (const label of order) {
-        let remoteUrl; let opts = {}; let g = null; let dbName;
-        if (label === 'direct') {
-          dbName = `bench_po_rep_direct_${ctx.tag}_${rep}`;
-          remoteUrl = ctx.backendDb(dbName);
-        } else {
-          dbName = `bench_po_rep_${ctx.tag}_${rep}`;
-          g = await ctx.startGate({ database: dbName, name: 'couchgate-replication' });
-          remoteUrl = `${g.url}/${VDB}`;
-          opts = { fetch: (url, o) => { o.headers.set('Authorization', auth); return PouchDB.fetch(url, o); } };
+    const source = async (name, n) => {
+      const db = new PouchDB(`bench-src-${ctx.tag}-${name}`, { adapter: 'memory' });
+      const docs = Array.from({ length: n }, (_, i) => makeDoc(`rep-${String(i).padStart(6, '0')}`, i, a['doc-size']));
+      for (let i = 0; i < docs.length; i += 1000) await db.bulkDocs(docs.slice(i, i + 1000));
+      return { db, docs: n };
+    };
+    const one = [await source('one', a['replicate-docs'])];
+    const many = [];
+    for (let u = 0; u < a['replicate-users']; u++) many.push(await source(`u${u}`, a['user-docs']));
+    const cases = [['', one]];
+    if (many.length) cases.push([`_users`, many]);
+    for (const [suffix, sources] of cases) {
+      for (let rep = 0; rep < a.reps; rep++) {
+        const order = rep % 2 ? ['couchgate', 'direct'] : ['direct', 'couchgate'];
+        for (const label of order) {
+          const r = await replicate(label, rep, sources, false);
+          record(`push${suffix}`, { label }, r.push);
+          record(`pull${suffix}`, { label }, r.pull);
         }
-        const remote = new PouchDB(remoteUrl, opts);
-        const pid = g ? g.pid : null;
-        const c0 = cpuSeconds(pid); const b0 = cpuSeconds(ctx.backend.pid);
-        let t = Date.now();
-        const push = await local.replicate.to(remote);
-        const pushMs = Date.now() - t;
-        const c1 = cpuSeconds(pid); const b1 = cpuSeconds(ctx.backend.pid);
-        if (push.docs_written !== repDocs.length) throw new Error(`${label}: push wrote ${push.docs_written} docs`);
-        const target = new PouchDB(`bench-dst-${ctx.tag}-${label}-${rep}`, { adapter: 'memory' });
-        t = Date.now();
-        const pull = await target.replicate.from(remote);
-        const pullMs = Date.now() - t;
-        const c2 = cpuSeconds(pid); const b2 = cpuSeconds(ctx.backend.pid);
-        const info = await target.info();
-        if (pull.docs_written !== repDocs.length || info.doc_count !== repDocs.length) throw new Error(`${label}: pull wrote ${pull.docs_written}, has ${info.doc_count}`);
-        const p = { label };
-        record('push', p, { ms: pushMs, gateCpu: ((c1 - c0) * 1000) / repDocs.length * 1000, backendCpu: ((b1 - b0) * 1000) / repDocs.length * 1000 });
-        record('pull', p, { ms: pullMs, gateCpu: ((c2 - c1) * 1000) / repDocs.length * 1000, backendCpu: ((b2 - b1) * 1000) / repDocs.length * 1000 });
-        log(`rep ${rep + 1} ${label}: PouchDB push ${repDocs.length} docs ${(pushMs / 1000).toFixed(1)} s, pull ${(pullMs / 1000).toFixed(1)} s`);
-        await target.destroy();
-        if (g) { g.expectedDown = true; await g.stop(); }
-        await ctx.deleteBackendDb(dbName);
-        ctx.checkAlive();
       }
     }
-    await local.destroy();
+    if (a['count-backend']) {
+      for (const label of ['direct', 'couchgate']) counts[label] = await replicate(label, 0, one, true);
+    }
+    for (const s of [...one, ...many]) await s.db.destroy();
   }
 
   // Report.
@@ -193,15 +241,37 @@ export async function run(ctx) {
     fmt(rateRatio(t('couchgate', 'ops'), t('direct', 'ops')), 2), '', cpu(t('couchgate', 'gateCpu')), `${cpu(t('direct', 'backendCpu'))} / ${cpu(t('couchgate', 'backendCpu'))}`]);
   lat(`_revs_diff (${a['batch-docs']} docs, half missing)`, 'revs_diff');
   lat(`_bulk_get (${a['batch-docs']} docs, revs=true)`, 'bulk_get');
-  for (const [measure, title] of [['push', 'push'], ['pull', 'pull']]) {
+  const many = `${a['replicate-users']} users × ${a['user-docs'].toLocaleString('en-US')} docs`;
+  for (const [measure, title] of [['push', `push, ${a['replicate-docs'].toLocaleString('en-US')} docs`], ['pull', `pull, ${a['replicate-docs'].toLocaleString('en-US')} docs`],
+    ['push_users', `push, ${many} at once`], ['pull_users', `pull, ${many} at once`]]) {
     if (!M[measure]) continue;
     const m = md(measure);
-    rows.push([`PouchDB 9 ${title}, ${a['replicate-docs'].toLocaleString('en-US')} docs`, `${fmt(m('direct', 'ms') / 1000)} s`, `${fmt(m('couchgate', 'ms') / 1000)} s`,
+    rows.push([`PouchDB 9 ${title}`, `${fmt(m('direct', 'ms') / 1000)} s`, `${fmt(m('couchgate', 'ms') / 1000)} s`,
       fmt(timeRatio(m('couchgate', 'ms'), m('direct', 'ms')), 2), '', `${cpu(m('couchgate', 'gateCpu'))} per 1k docs`,
       `${cpu(m('direct', 'backendCpu'))} / ${cpu(m('couchgate', 'backendCpu'))} per 1k docs`]);
   }
   ctx.section('Ratios (medians)', mdTable(['request', 'direct', 'couchgate', 'ratio', 'p99 direct / couchgate', 'couchgate CPU per request', 'backend CPU per request, direct / via couchgate'], rows) +
     `\n\ncouchgate RSS after the request tests: ${fmt(gateRss.rss)} MiB (peak ${fmt(gateRss.hwm)} MiB). CPU times come from /proc/PID/stat (10 ms ticks) over the whole window divided by its requests.`);
+  if (counts.direct && counts.couchgate) {
+    const perK = (n) => fmt((n * 1000) / a['replicate-docs']);
+    const crows = [];
+    for (const phase of ['push', 'pull']) {
+      const d = counts.direct[phase].requests; const c = counts.couchgate[phase].requests;
+      crows.push([`**${phase}**`, `**${perK(d.total)}**`, `**${perK(c.total)}**`, `${fmt(counts.direct[phase].backendCpu)} / ${fmt(counts.couchgate[phase].backendCpu)} ms`]);
+      // Keys name the database; both paths' databases are {db} here.
+      const byKey = (list) => {
+        const m = new Map();
+        for (const [k, v] of list) { const key = k.replace(/bench_po_rep_\w+/, '{db}'); m.set(key, (m.get(key) || 0) + v); }
+        return m;
+      };
+      const dk = byKey(d.byKey); const ck = byKey(c.byKey);
+      for (const k of new Set([...dk.keys(), ...ck.keys()])) crows.push([`${phase} \`${k}\``, perK(dk.get(k) || 0), perK(ck.get(k) || 0), '']);
+    }
+    ctx.section('Backend requests per 1,000 replicated docs', 'One more push and pull of '
+      + `${a['replicate-docs'].toLocaleString('en-US')} docs per path, untimed, with the backend behind a counting proxy (bench/lib/countproxy.mjs): `
+      + 'direct, the requests PouchDB made; through couchgate, the requests couchgate made of the backend for them (its changes follower included).\n\n'
+      + mdTable(['requests', 'direct', 'via couchgate', 'backend CPU per 1k docs, direct / via couchgate'], crows));
+  }
   const raw = [];
   for (const [measure, byPath] of Object.entries(M)) {
     for (const [label, vals] of Object.entries(byPath)) {

@@ -157,12 +157,12 @@ impl Backend {
 
     /// URL of `path` (starting with `/`, already escaped) inside the shared database.
     pub fn db_url(&self, path: &str) -> String {
-        format!("{}{}{}", self.base, self.db_path, path)
+        [self.base.as_str(), self.db_path.as_str(), path].concat()
     }
 
     /// URL of a server-level path (starting with `/`, already escaped).
     pub fn server_url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
+        [self.base.as_str(), path].concat()
     }
 
     /// A request builder with credentials set.
@@ -261,13 +261,37 @@ impl Backend {
         body: Option<&Value>,
         timeout: Duration,
     ) -> Result<(StatusCode, Value)> {
+        let body =
+            body.map(|v| serde_json::to_vec(v).expect("a serde_json::Value always serialises"));
+        let (status, bytes) = self.exchange(method, url, body, timeout).await?;
+        Ok((status, parse_json(&bytes)?))
+    }
+
+    /// Sends a JSON text (or no body) and returns the text of a successful answer, unparsed,
+    /// for a caller that rewrites it without building a tree; CouchDB errors become [`Error`].
+    pub async fn json_text(&self, method: Method, url: &str, body: Vec<u8>) -> Result<Bytes> {
+        let (status, bytes) = self.exchange(method, url, Some(body), self.timeout).await?;
+        if !status.is_success() {
+            return Err(backend_error(status, &parse_json(&bytes)?));
+        }
+        Ok(bytes)
+    }
+
+    /// One JSON request and its whole answer.
+    async fn exchange(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Bytes)> {
         let mut b = self
             .request(method, url)
             .header(header::ACCEPT, "application/json");
         let body = match body {
-            Some(v) => {
+            Some(text) => {
                 b = b.header(header::CONTENT_TYPE, "application/json");
-                body::full(serde_json::to_vec(v).expect("a serde_json::Value always serialises"))
+                body::full(text)
             }
             None => body::empty(),
         };
@@ -276,8 +300,7 @@ impl Backend {
             .map_err(|e| Error::Internal(format!("building a backend request: {e}")))?;
         let resp = self.send(req, timeout).await?;
         let status = resp.status();
-        let bytes = self.read(resp.into_body(), timeout).await?;
-        Ok((status, parse_json(&bytes)?))
+        Ok((status, self.read(resp.into_body(), timeout).await?))
     }
 
     /// Reads a whole backend body, bounded in size and time.

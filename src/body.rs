@@ -109,6 +109,11 @@ pub fn typed_response(content_type: &str, body: Body) -> Result<Response<Body>> 
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut text = serde_json::to_vec(value).expect("a serde_json::Value always serialises");
     text.push(b'\n');
+    json_text_response(status, text)
+}
+
+/// A JSON response of a JSON text (ending in a newline, as CouchDB's do).
+pub fn json_text_response(status: StatusCode, text: Vec<u8>) -> Response<Body> {
     let mut resp = Response::new(full(text));
     *resp.status_mut() = status;
     resp.headers_mut().insert(

@@ -29,6 +29,7 @@
 //! no `.` and so can never equal a user partition.
 
 use crate::error::{Error, Result};
+use crate::json::raw::RawObject;
 
 /// The partition holding couchgate's own metadata documents.
 pub const META_PARTITION: &str = "couchgate";
@@ -160,10 +161,15 @@ impl Namespace {
 
     /// Backing id of a client id of any kind; rejects ids CouchDB would reject.
     pub fn encode_id(&self, client_id: &str) -> Result<String> {
-        Ok(match classify_id(client_id)? {
-            IdKind::Normal | IdKind::Design => format!("{}{client_id}", self.prefix),
-            IdKind::Local => format!("{}{}", self.local_prefix, &client_id["_local/".len()..]),
-        })
+        let (prefix, rest) = match classify_id(client_id)? {
+            IdKind::Normal | IdKind::Design => (&self.prefix, client_id),
+            IdKind::Local => (&self.local_prefix, &client_id["_local/".len()..]),
+        };
+        // Not `format!`: this runs for every id of every request.
+        let mut backing = String::with_capacity(prefix.len() + rest.len());
+        backing.push_str(prefix);
+        backing.push_str(rest);
+        Ok(backing)
     }
 
     /// Backing id of a normal or design client id; `_local/` ids are rejected, since they are
@@ -239,6 +245,40 @@ impl Namespace {
             set_id(obj, client);
         }
         Ok(())
+    }
+}
+
+impl Namespace {
+    /// [`Namespace::strip_doc`] on a document's text, written to `out` without building a
+    /// tree (see [`crate::json::raw`]): only `_id` changes, everything else passes as the
+    /// backend wrote it. `false` (and nothing written) when the text is not one JSON object, or
+    /// it has members only a tree rewrite handles (`_local_seq`).
+    pub fn strip_doc_text(&self, doc: &RawObject, out: &mut Vec<u8>) -> Result<bool> {
+        if doc.has("_local_seq") {
+            return Ok(false);
+        }
+        let mut client = None;
+        for (key, value) in doc.members() {
+            if key != "_id" {
+                continue;
+            }
+            let Some(id) = crate::json::raw::as_str(value) else {
+                return Ok(false);
+            };
+            let id = self.decode_id(&id).ok_or_else(|| {
+                Error::Internal("backend returned a document outside the namespace".into())
+            })?;
+            // A repeated `_id` must name the same document (the tree rewrite keeps one).
+            if client.as_ref().is_some_and(|c| *c != id) {
+                return Ok(false);
+            }
+            client = Some(id);
+        }
+        match client {
+            Some(id) => doc.write_replacing("_id", &crate::json::raw::str_text(&id), out),
+            None => doc.write(out),
+        }
+        Ok(true)
     }
 }
 
@@ -364,6 +404,39 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn document_texts_are_rewritten_in_place() {
+        let ns = Namespace::new("alice", "notes", "e1");
+        let rewrite = |text: &str| -> Result<Option<String>> {
+            let doc = RawObject::parse(text.as_bytes()).unwrap();
+            let mut out = Vec::new();
+            Ok(ns
+                .strip_doc_text(&doc, &mut out)?
+                .then(|| String::from_utf8(out).unwrap()))
+        };
+        assert_eq!(
+            rewrite(r#"{"_id":"alice.notes.e1:a\"b","_rev":"1-x","v":1.0e2}"#).unwrap(),
+            Some(r#"{"_id":"a\"b","_rev":"1-x","v":1.0e2}"#.to_owned())
+        );
+        assert_eq!(
+            rewrite(r#"{"_id":"_local/alice.notes.e1:c"}"#).unwrap(),
+            Some(r#"{"_id":"_local/c"}"#.to_owned())
+        );
+        assert_eq!(
+            rewrite(r#"{"x":[]}"#).unwrap(),
+            Some(r#"{"x":[]}"#.to_owned())
+        );
+        // Another namespace's document is never handed out.
+        assert!(rewrite(r#"{"_id":"bob.notes.e1:a"}"#).is_err());
+        assert!(rewrite(r#"{"_rev":"1-x","_id":"alice.notes.e2:a"}"#).is_err());
+        // What only the tree rewrite handles.
+        assert_eq!(
+            rewrite(r#"{"_id":"alice.notes.e1:a","_local_seq":3}"#).unwrap(),
+            None
+        );
+        assert_eq!(rewrite(r#"{"_id":7}"#).unwrap(), None);
     }
 
     #[test]

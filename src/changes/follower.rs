@@ -268,14 +268,25 @@ impl Follower {
     async fn follow(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(100);
         let started = std::time::Instant::now();
+        // The writes acknowledged before the last longpoll was sent, when its answer was a
+        // whole (not cut by the page size) and is applied: the index then holds them without
+        // another catch-up pass, which would only read an empty page (a write costs the backend
+        // one feed read, not two).
+        let mut caught_up: Option<u64> = None;
         loop {
-            let target = self.writes.load(Ordering::Acquire);
-            if let Err(e) = self.catch_up().await {
-                tracing::warn!(error = %e, retry_in = ?backoff, "changes follower: backend read failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                continue;
-            }
+            let target = match caught_up.take() {
+                Some(target) => target,
+                None => {
+                    let target = self.writes.load(Ordering::Acquire);
+                    if let Err(e) = self.catch_up().await {
+                        tracing::warn!(error = %e, retry_in = ?backoff, "changes follower: backend read failed");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        continue;
+                    }
+                    target
+                }
+            };
             backoff = Duration::from_millis(100);
             if !self.index.is_ready() {
                 let (namespaces, docs) = self.index.size().unwrap_or_default();
@@ -286,13 +297,19 @@ impl Follower {
             // Wait for news, or for a writer who wants the index caught up now. Not every
             // backend ends a longpoll at its timeout, so the wait is bounded here as well.
             let since = self.index.backend_seq();
+            let sent = self.writes.load(Ordering::Acquire);
             tokio::select! {
                 r = tokio::time::timeout(LONGPOLL + Duration::from_secs(1), self.fetch(&since, true)) => {
                     match r {
                         Ok(Ok(page)) => {
-                            if let Err(e) = self.apply(page).await {
-                                tracing::warn!(error = %e, "changes follower: storing a page failed");
-                                tokio::time::sleep(backoff).await;
+                            let whole = page.rows.len() < page.asked;
+                            match self.apply(page).await {
+                                Ok(()) if whole => caught_up = Some(sent),
+                                Ok(()) => {}
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "changes follower: storing a page failed");
+                                    tokio::time::sleep(backoff).await;
+                                }
                             }
                         }
                         Ok(Err(e)) => {

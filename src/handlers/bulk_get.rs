@@ -12,6 +12,7 @@ use super::Req;
 use crate::backend::{backend_error, parse_json};
 use crate::body::Body;
 use crate::error::{Error, Result};
+use crate::json::raw::RawObject;
 use crate::multipart::answer::Rewriter;
 use crate::multipart::stream::pump;
 use crate::namespace::Namespace;
@@ -20,7 +21,9 @@ use crate::validate;
 use bytes::BytesMut;
 use http::{Method, Response};
 use hyper::body::Incoming;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 /// Boolean query parameters passed on when `true` (CouchDB ignores other values).
@@ -72,8 +75,10 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
     for item in docs {
         slots.push(slot(ns, item)?);
     }
-    // Revisions the backend cannot read with `latest` are answered missing here.
-    if latest {
+    // Revisions the backend cannot read with `latest` are answered missing here (CouchDB
+    // reads them all).
+    let couchdb = st.backend.is_couchdb().await;
+    if latest && !couchdb {
         let mut ask: Map<String, Value> = Map::new();
         for slot in &slots {
             if let Slot::Asked(item) = slot {
@@ -102,8 +107,7 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
     // CouchDB reads repeated ids of one request each on its own (replicators ask for several
     // revisions of a conflicted document that way); other backends (PouchDB Server) merge,
     // and lose, them, so each is asked in a request of its own there.
-    let repeats = st.backend.is_couchdb().await;
-    let mut segments = segments(slots, ITEMS_CHUNK, repeats).into_iter();
+    let mut segments = segments(slots, ITEMS_CHUNK, couchdb).into_iter();
     let mut answer = Answer {
         reader: Reader {
             backend: st.backend.clone(),
@@ -191,24 +195,27 @@ enum Segment {
 /// keeps the request's order with one backend answer in memory at a time.
 fn segments(slots: Vec<Slot>, chunk: usize, repeats: bool) -> Vec<Segment> {
     let mut out: Vec<Segment> = Vec::new();
+    // The ids of the last segment (only when they must not repeat).
     let mut ids: HashSet<String> = HashSet::new();
     for slot in slots {
         match slot {
             Slot::Answered(row) => out.push(Segment::Answered(row)),
             Slot::Asked(item) => {
-                let id = item["id"].as_str().unwrap_or_default().to_owned();
+                let id = || item["id"].as_str().unwrap_or_default().to_owned();
                 match out.last_mut() {
                     Some(Segment::Asked(items))
-                        if items.len() < chunk && (repeats || !ids.contains(&id)) =>
-                    {
-                        items.push(item);
-                    }
+                        if items.len() < chunk && (repeats || !ids.contains(&id())) => {}
                     _ => {
                         ids.clear();
-                        out.push(Segment::Asked(vec![item]));
+                        out.push(Segment::Asked(Vec::with_capacity(chunk.min(16))));
                     }
                 }
-                ids.insert(id);
+                if !repeats {
+                    ids.insert(id());
+                }
+                if let Some(Segment::Asked(items)) = out.last_mut() {
+                    items.push(item);
+                }
             }
         }
     }
@@ -245,6 +252,8 @@ struct Reader {
 enum Asked {
     /// Result rows, already in the caller's namespace.
     Rows(Vec<Value>),
+    /// The same as JSON text (a JSON answer to a JSON client).
+    Text(RowsText),
     /// A multipart answer (CouchDB's, to a multipart client) still to be read, of this type.
     Multipart(Incoming, String),
 }
@@ -255,7 +264,11 @@ impl Reader {
             Form::Json => "application/json",
             Form::Multipart { .. } => "multipart/mixed",
         };
-        let body = serde_json::to_vec(&json!({ "docs": items }))
+        #[derive(serde::Serialize)]
+        struct Docs<'a> {
+            docs: &'a [Value],
+        }
+        let body = serde_json::to_vec(&Docs { docs: items })
             .map_err(|e| Error::Internal(e.to_string()))?;
         let req = self
             .backend
@@ -279,6 +292,11 @@ impl Reader {
             .backend
             .read(resp.into_body(), self.backend.timeout())
             .await?;
+        if status.is_success() && matches!(form, Form::Json) {
+            if let Some(text) = rows_text(&self.parts.ns, &bytes, items)? {
+                return Ok(Asked::Text(text));
+            }
+        }
         let answer = parse_json(&bytes)?;
         if !status.is_success() {
             return Err(backend_error(status, &answer));
@@ -293,6 +311,100 @@ impl Reader {
         }
         Ok(Asked::Rows(rows))
     }
+}
+
+/// CouchDB's JSON answer, read without building its documents (see [`crate::json::raw`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAnswer<'a> {
+    #[serde(borrow)]
+    results: Vec<RawRow<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRow<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    docs: Vec<RawResult<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResult<'a> {
+    #[serde(borrow, default)]
+    ok: Option<RawObject<'a>>,
+    #[serde(borrow, default)]
+    error: Option<RawObject<'a>>,
+}
+
+/// The backend's JSON answer as the text of its result rows in the caller's namespace, joined
+/// by commas, written without parsing its documents into trees: only ids change. `None` when
+/// the answer is not CouchDB's exact shape, or its rows are not the items' in order (PouchDB
+/// Server), or a document needs the tree rewrite: then [`strip_result`] does it.
+fn rows_text(ns: &Namespace, answer: &[u8], items: &[Value]) -> Result<Option<RowsText>> {
+    let Ok(answer) = serde_json::from_slice::<RawAnswer>(answer) else {
+        return Ok(None);
+    };
+    if answer.results.len() != items.len()
+        || answer
+            .results
+            .iter()
+            .zip(items)
+            .any(|(row, item)| item["id"].as_str() != Some(&row.id))
+    {
+        return Ok(None);
+    }
+    let foreign =
+        || Error::BadGateway("the backend answered a document of another namespace".into());
+    let mut text = Vec::with_capacity(answer.results.len() * 1024);
+    for (i, row) in answer.results.iter().enumerate() {
+        if i > 0 {
+            text.push(b',');
+        }
+        text.extend_from_slice(b"{\"id\":");
+        crate::json::raw::write_str(&ns.decode_id(&row.id).ok_or_else(foreign)?, &mut text);
+        text.extend_from_slice(b",\"docs\":[");
+        for (j, result) in row.docs.iter().enumerate() {
+            if j > 0 {
+                text.push(b',');
+            }
+            match (&result.ok, &result.error) {
+                (Some(doc), None) => {
+                    text.extend_from_slice(b"{\"ok\":");
+                    if !ns.strip_doc_text(doc, &mut text)? {
+                        return Ok(None);
+                    }
+                }
+                (None, Some(error)) => {
+                    text.extend_from_slice(b"{\"error\":");
+                    match error.get("id").map(crate::json::raw::as_str) {
+                        None => error.write(&mut text),
+                        Some(Some(id)) => {
+                            let client = ns.decode_id(&id).ok_or_else(foreign)?;
+                            let client = crate::json::raw::str_text(&client);
+                            error.write_replacing("id", &client, &mut text);
+                        }
+                        Some(None) => return Ok(None),
+                    }
+                }
+                _ => return Ok(None),
+            }
+            text.push(b'}');
+        }
+        text.extend_from_slice(b"]}");
+    }
+    Ok(Some(RowsText {
+        text,
+        rows: answer.results.len(),
+    }))
+}
+
+/// Result rows as JSON text, joined by commas.
+struct RowsText {
+    text: Vec<u8>,
+    rows: usize,
 }
 
 /// The backend's result rows matched to the items asked, one each: CouchDB answers them in
@@ -361,6 +473,16 @@ impl Answer {
         Ok(())
     }
 
+    /// Result rows as text (the JSON form only).
+    fn rows_text(&mut self, rows: &RowsText) {
+        self.out.extend_from_slice(match self.written {
+            0 => b"{\"results\":[",
+            _ => b",",
+        });
+        self.out.extend_from_slice(&rows.text);
+        self.written += rows.rows;
+    }
+
     /// The end of the answer.
     fn close(&mut self) {
         match &self.form {
@@ -386,6 +508,7 @@ impl Answer {
         loop {
             match next.take() {
                 Some(Asked::Rows(rows)) => self.rows(&rows)?,
+                Some(Asked::Text(rows)) => self.rows_text(&rows),
                 Some(Asked::Multipart(incoming, ctype)) => {
                     let Form::Multipart { boundary, .. } = &self.form else {
                         return Err(Error::BadGateway(

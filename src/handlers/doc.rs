@@ -317,6 +317,12 @@ async fn get(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Resp
         .backend
         .read(resp.into_body(), st.backend.timeout())
         .await?;
+    if status.is_success() && want.is_none() {
+        if let Some(mut r) = doc_text_response(ns, status, &bytes)? {
+            copy_headers(&headers, r.headers_mut(), &[header::ETAG]);
+            return Ok(r);
+        }
+    }
     let mut value = parse_json(&bytes)?;
     if !status.is_success() {
         return Err(backend_error(status, &value));
@@ -345,6 +351,24 @@ async fn get(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Resp
     };
     copy_headers(&headers, r.headers_mut(), &[header::ETAG]);
     Ok(r)
+}
+
+/// The answer to a plain document read, rewritten as text (see [`crate::json::raw`]); `None`
+/// when the backend's answer needs the tree rewrite (`open_revs` arrays, `_local_seq`).
+fn doc_text_response(
+    ns: &Namespace,
+    status: StatusCode,
+    text: &[u8],
+) -> Result<Option<Response<Body>>> {
+    let Some(doc) = crate::json::raw::RawObject::parse(text) else {
+        return Ok(None);
+    };
+    let mut out = Vec::with_capacity(text.len() + 1);
+    if !ns.strip_doc_text(&doc, &mut out)? {
+        return Ok(None);
+    }
+    out.push(b'\n');
+    Ok(Some(body::json_text_response(status, out)))
 }
 
 /// The multipart form of a document read a client asked for (as CouchDB chooses it).

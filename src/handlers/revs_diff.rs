@@ -2,12 +2,13 @@
 //! possible ancestors) and its older form `POST /{db}/_missing_revs`.
 
 use super::Req;
-use crate::body::{json_response, Body};
+use crate::body::{json_text_response, Body};
 use crate::error::{Error, Result};
+use crate::json::raw::{ObjectWriter, RawObject};
 use crate::namespace::Namespace;
 use crate::state::State;
 use http::{Method, Response, StatusCode};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 /// Which of the two endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,60 +23,70 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req, form: Form) -> Result<
     let Value::Object(asked) = req.json().await? else {
         return Err(Error::bad_request("Request body must be a JSON object"));
     };
-    let mut forward = Map::new();
-    let mut answer = Map::new();
-    for (id, revs) in asked {
+    // The answer is written as text: couchgate's own entries, then the backend's, whose
+    // values pass as the backend wrote them (only the ids change).
+    let mut answer = ObjectWriter::with_capacity(64 * asked.len());
+    let mut bodies: Vec<ObjectWriter> = Vec::new();
+    for (id, revs) in &asked {
         if !revs.is_array() {
             return Err(Error::bad_request(format!(
                 "revisions of `{id}` must be an array"
             )));
         }
-        crate::validate::rev_list(&revs)?;
-        match ns.encode_doc_id(&id) {
+        crate::validate::rev_list(revs)?;
+        match ns.encode_doc_id(id) {
             Ok(backing) => {
-                forward.insert(backing, revs);
+                let body = match bodies.last_mut() {
+                    Some(body) if body.len() < super::REVS_DIFF_CHUNK => body,
+                    _ => {
+                        bodies.push(ObjectWriter::with_capacity(0));
+                        bodies.last_mut().expect("a body was just pushed")
+                    }
+                };
+                body.value(&backing, revs);
             }
             // An id no document can have: every revision is missing, as in CouchDB.
-            Err(_) => {
-                let missing = match form {
-                    Form::RevsDiff => json!({ "missing": revs }),
-                    Form::MissingRevs => revs,
-                };
-                answer.insert(id, missing);
-            }
+            Err(_) => match form {
+                Form::RevsDiff => answer.value(id, &json!({ "missing": revs })),
+                Form::MissingRevs => answer.value(id, revs),
+            },
         }
     }
     let path = match form {
         Form::RevsDiff => "/_revs_diff",
         Form::MissingRevs => "/_missing_revs",
     };
-    for chunk in super::map_chunks(forward, super::REVS_DIFF_CHUNK) {
-        let (_, mut diff) = st
+    let url = st.backend.db_url(path);
+    for body in bodies {
+        let text = st
             .backend
-            .json(
-                Method::POST,
-                &st.backend.db_url(path),
-                Some(&Value::Object(chunk)),
-            )
+            .json_text(Method::POST, &url, body.finish())
             .await?;
-        if form == Form::MissingRevs {
-            diff = diff
-                .get_mut("missing_revs")
-                .map(Value::take)
-                .unwrap_or(Value::Null);
-        }
-        let Value::Object(diff) = diff else {
-            return Err(Error::BadGateway(format!("{path} answer is not an object")));
+        let not_object = || Error::BadGateway(format!("{path} answer is not an object"));
+        let diff = RawObject::parse(&text).ok_or_else(not_object)?;
+        let inner;
+        let diff = match form {
+            Form::RevsDiff => &diff,
+            Form::MissingRevs => {
+                let revs = diff.get("missing_revs").ok_or_else(not_object)?;
+                inner = RawObject::parse(revs.get().as_bytes()).ok_or_else(not_object)?;
+                &inner
+            }
         };
-        for (backing, v) in diff {
-            if let Some(id) = ns.decode_id(&backing) {
-                answer.insert(id, v);
+        for (backing, v) in diff.members() {
+            if let Some(id) = ns.decode_id(backing) {
+                answer.raw(&id, v);
             }
         }
     }
-    let answer = match form {
-        Form::RevsDiff => Value::Object(answer),
-        Form::MissingRevs => json!({ "missing_revs": answer }),
+    let mut out = match form {
+        Form::RevsDiff => answer.finish(),
+        Form::MissingRevs => {
+            let mut wrapped = ObjectWriter::with_capacity(0);
+            wrapped.raw_text("missing_revs", &answer.finish());
+            wrapped.finish()
+        }
     };
-    Ok(json_response(StatusCode::OK, &answer))
+    out.push(b'\n');
+    Ok(json_text_response(StatusCode::OK, out))
 }

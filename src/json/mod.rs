@@ -9,6 +9,8 @@
 //! Backend answers wrap documents in a few levels of their own (`{"rows":[{"doc":...}]}`), so
 //! they are read with [`BACKEND_MAX_DEPTH`]: whatever a client could store reads back.
 
+pub mod raw;
+
 use serde_json::Value;
 
 /// Deepest nesting accepted. CouchDB itself accepts deeper, but every later step over a parsed
@@ -26,6 +28,9 @@ pub fn strings(v: &Value) -> Vec<String> {
         .map(String::from)
         .collect()
 }
+
+/// serde_json's default recursion limit: a text nested deeper fails its plain parse.
+const SERDE_JSON_DEPTH: usize = 128;
 
 /// Deepest nesting accepted in a backend answer: a document of [`MAX_DEPTH`] inside the
 /// envelope of any CouchDB answer (`_changes`, `_all_docs`, `_bulk_get` add at most 5 levels).
@@ -85,6 +90,14 @@ pub fn parse(bytes: &[u8]) -> Result<Value, Invalid> {
 /// stack bound of the module doc).
 pub fn parse_within(bytes: &[u8], max_depth: usize) -> Result<Value, Invalid> {
     let max_depth = max_depth.min(BACKEND_MAX_DEPTH);
+    // Nearly every text nests less than serde_json's own recursion limit, within which its
+    // parse is safe on any runtime thread's stack: that is tried first. Deeper texts (and
+    // invalid ones, to tell the two apart) take the pre-scan and the growing stack.
+    if max_depth >= SERDE_JSON_DEPTH {
+        if let Ok(value) = serde_json::from_slice(bytes) {
+            return Ok(value);
+        }
+    }
     if depth_upto(bytes, max_depth) > max_depth {
         return Err(Invalid::TooDeep);
     }
@@ -122,6 +135,20 @@ mod tests {
             parse_within(deeper.as_bytes(), usize::MAX),
             Err(Invalid::TooDeep)
         );
+    }
+
+    #[test]
+    fn texts_either_side_of_serde_jsons_own_limit_parse_alike() {
+        for n in [
+            SERDE_JSON_DEPTH - 1,
+            SERDE_JSON_DEPTH,
+            SERDE_JSON_DEPTH + 1,
+            600,
+        ] {
+            let text = format!("{}1{}", "[".repeat(n), "]".repeat(n));
+            let v = parse(text.as_bytes()).unwrap();
+            assert_eq!(serde_json::to_string(&v).unwrap(), text);
+        }
     }
 
     #[test]
