@@ -395,6 +395,14 @@ pub struct ChangesPage<R> {
     pub asked: usize,
 }
 
+impl<R> ChangesPage<R> {
+    /// Whether the page reaches the feed's end (it was not cut at the page size): it holds
+    /// every change committed before it was asked for.
+    pub fn is_last(&self) -> bool {
+        self.rows.len() < self.asked
+    }
+}
+
 /// A backend `_changes` answer, read into rows of the caller's choosing.
 #[derive(Deserialize)]
 struct FeedAnswer<R> {

@@ -246,9 +246,7 @@ impl Namespace {
         }
         Ok(())
     }
-}
 
-impl Namespace {
     /// [`Namespace::strip_doc`] on a document's text, written to `out` without building a
     /// tree (see [`crate::json::raw`]): only `_id` changes, everything else passes as the
     /// backend wrote it. `false` (and nothing written) when the text is not one JSON object, or
@@ -286,10 +284,7 @@ impl Namespace {
 /// (duplicates included: the parser kept one) is replaced, so what the backend stores is
 /// exactly what couchgate decided.
 pub fn set_id(doc: &mut serde_json::Map<String, serde_json::Value>, id: String) {
-    doc.shift_remove("_id");
-    let rest = std::mem::take(doc);
-    doc.insert("_id".into(), serde_json::Value::String(id));
-    doc.extend(rest);
+    doc.shift_insert(0, "_id".into(), serde_json::Value::String(id));
 }
 
 #[cfg(test)]
@@ -404,6 +399,24 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn set_id_puts_the_one_id_first() {
+        let mut doc = serde_json::json!({"a": 1, "_id": "x", "b": 2});
+        let obj = doc.as_object_mut().unwrap();
+        set_id(obj, "p:x".into());
+        assert_eq!(
+            serde_json::to_string(obj).unwrap(),
+            r#"{"_id":"p:x","a":1,"b":2}"#
+        );
+        let mut none = serde_json::Map::new();
+        none.insert("a".into(), 1.into());
+        set_id(&mut none, "p:y".into());
+        assert_eq!(
+            serde_json::to_string(&none).unwrap(),
+            r#"{"_id":"p:y","a":1}"#
+        );
     }
 
     #[test]

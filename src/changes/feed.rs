@@ -100,7 +100,9 @@ impl Changes {
             .await?
         };
         // The first batch is read before answering, so a failing backend gets a proper status.
-        let first = self.batch(ns, &opts, after, None).await?;
+        let first = self
+            .batch(ns, &opts, after, batch_size(opts.limit, 0), None)
+            .await?;
         let (tx, body) = body::channel(8);
         let content_type = if opts.feed == Feed::EventSource {
             "text/event-stream"
@@ -149,12 +151,14 @@ impl Changes {
         )
     }
 
-    /// Changes after `after`; with `wait`, waits that long for one when there are none yet.
+    /// At most `max` changes after `after`; with `wait`, waits that long for one when there
+    /// are none yet.
     async fn batch(
         &self,
         ns: &Namespace,
         opts: &Opts,
         after: u64,
+        max: usize,
         wait: Option<Duration>,
     ) -> Result<Batch> {
         let query = || {
@@ -164,7 +168,7 @@ impl Changes {
                 opts.doc_ids.clone(),
             );
             self.with_index(move |ix: &ChangesIndex| {
-                ix.query(&p, after, BATCH, descending, ids.as_deref())
+                ix.query(&p, after, max, descending, ids.as_deref())
             })
         };
         // Register for wake-ups before looking, so a write in between is not missed.
@@ -179,7 +183,7 @@ impl Changes {
                 q = query().await?;
             }
         }
-        let caught_up = opts.descending || q.rows.len() < BATCH;
+        let caught_up = opts.descending || q.rows.len() < max;
         let last = match q.rows.last() {
             Some(r) if !caught_up => r.n,
             _ => q.last,
@@ -257,6 +261,14 @@ impl Changes {
         self.with_index(move |ix| ix.pending(&p, after, descending))
             .await
     }
+}
+
+/// Rows to read from the index for a feed that has sent `sent` of `limit`: a feed asked for
+/// 100 rows reads 100, not a whole batch.
+fn batch_size(limit: Option<u64>, sent: u64) -> usize {
+    limit.map_or(BATCH, |l| {
+        usize::try_from(l.saturating_sub(sent)).map_or(BATCH, |left| left.clamp(1, BATCH))
+    })
 }
 
 /// The client's row for an index entry: the winner alone (`main_only`) or every leaf.
@@ -356,7 +368,7 @@ impl Driver<'_> {
             }
             batch = self
                 .changes
-                .batch(self.ns, self.opts, self.since, None)
+                .batch(self.ns, self.opts, self.since, self.room(), None)
                 .await?;
         }
         if self.opts.feed == Feed::Normal || (self.opts.feed == Feed::Longpoll && self.sent > 0) {
@@ -385,9 +397,9 @@ impl Driver<'_> {
                 None => DEFAULT_TIMEOUT,
             };
             let batch = {
-                let fetch = self
-                    .changes
-                    .batch(self.ns, self.opts, self.since, Some(wait));
+                let fetch =
+                    self.changes
+                        .batch(self.ns, self.opts, self.since, self.room(), Some(wait));
                 tokio::pin!(fetch);
                 loop {
                     tokio::select! {
@@ -413,6 +425,11 @@ impl Driver<'_> {
                 deadline = self.opts.timeout.map(|t| Instant::now() + t);
             }
         }
+    }
+
+    /// The rows the next batch may hold: no more than `limit` still allows.
+    fn room(&self) -> usize {
+        batch_size(self.opts.limit, self.sent)
     }
 
     /// Sends a batch's rows, advancing `since`.
@@ -471,6 +488,19 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_read_no_more_than_the_limit_allows() {
+        assert_eq!(batch_size(None, 0), BATCH);
+        assert_eq!(batch_size(None, 5000), BATCH);
+        assert_eq!(batch_size(Some(100), 0), 100);
+        assert_eq!(batch_size(Some(100), 60), 40);
+        assert_eq!(batch_size(Some(5000), 10), BATCH);
+        assert_eq!(batch_size(Some(u64::MAX), 0), BATCH);
+        // Never an empty read (a limit already reached stops the feed before asking).
+        assert_eq!(batch_size(Some(100), 100), 1);
+        assert_eq!(batch_size(Some(0), 0), 1);
+    }
 
     #[test]
     fn rows_show_the_winner_or_every_leaf() {

@@ -7,8 +7,9 @@
 //! connection, identical behaviour on CouchDB and PouchDB Server, and a natural place to stop
 //! and catch up on demand. Read-your-writes: every write acknowledged through this instance
 //! marks its namespace with a write number ([`Follower::note_write`]); before answering that
-//! namespace's `_changes`, [`Follower::wait_synced`] makes the follower finish a catch-up pass
-//! that started after the write, so the write is in the index.
+//! namespace's `_changes`, [`Follower::wait_synced`] waits until the follower has read a
+//! page that reaches the feed's end and was asked for after the write (a catch-up pass, or the
+//! longpoll that woke for the write), so the write is in the index.
 //!
 //! Winning revisions: every entry lists its leaf revisions with the winner first, so the
 //! index answers `style=main_only` without asking the backend. Apache CouchDB lists them so
@@ -146,8 +147,9 @@ impl Follower {
     /// Waits until every write acknowledged through this instance to `partition` is indexed;
     /// `false` when the index is not ready or that takes longer than `timeout`.
     ///
-    /// Two conditions: a catch-up pass that started after the write has finished, and the
-    /// index holds each revision written. On one CouchDB node the first implies the second; on
+    /// Two conditions: the follower has read to the feed's end from a request sent after the
+    /// write (a catch-up pass, or a longpoll whose answer is a last page), and the index
+    /// holds each revision written. On one CouchDB node the first implies the second; on
     /// a cluster a write is acknowledged once `w` copies have it, and the feed may be read
     /// from a copy that does not have it yet, so the follower is asked again until it does.
     pub async fn wait_synced(&self, partition: &str, timeout: Duration) -> bool {
@@ -190,7 +192,12 @@ impl Follower {
 
     /// One page of the shared feed after `since`, winners first.
     async fn fetch(&self, since: &Value, longpoll: bool) -> Result<ChangesPage<Value>> {
-        let mut q = vec![("style", "all_docs".to_owned())];
+        // Only the page's `last_seq` is kept: `seq_interval` spares CouchDB encoding a
+        // sequence for every row (as its own replicator asks; other backends ignore it).
+        let mut q = vec![
+            ("style", "all_docs".to_owned()),
+            ("seq_interval", PAGE.to_string()),
+        ];
         if longpoll {
             q.push(("feed", "longpoll".into()));
             q.push(("timeout", LONGPOLL.as_millis().to_string()));
@@ -257,9 +264,9 @@ impl Follower {
         loop {
             let since = self.index.backend_seq();
             let page = self.fetch(&since, false).await?;
-            let full = page.rows.len() >= page.asked;
+            let last = page.is_last();
             self.apply(page).await?;
-            if !full {
+            if last {
                 return Ok(());
             }
         }
@@ -268,13 +275,13 @@ impl Follower {
     async fn follow(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(100);
         let started = std::time::Instant::now();
-        // The writes acknowledged before the last longpoll was sent, when its answer was a
-        // whole (not cut by the page size) and is applied: the index then holds them without
-        // another catch-up pass, which would only read an empty page (a write costs the backend
-        // one feed read, not two).
-        let mut caught_up: Option<u64> = None;
+        // The writes acknowledged before the last longpoll was sent, when its answer was the
+        // feed's last page and is applied: the index then holds them without another catch-up
+        // pass, which would only read an empty page (a write costs the backend one feed read,
+        // not two).
+        let mut longpoll_covered: Option<u64> = None;
         loop {
-            let target = match caught_up.take() {
+            let target = match longpoll_covered.take() {
                 Some(target) => target,
                 None => {
                     let target = self.writes.load(Ordering::Acquire);
@@ -302,9 +309,9 @@ impl Follower {
                 r = tokio::time::timeout(LONGPOLL + Duration::from_secs(1), self.fetch(&since, true)) => {
                     match r {
                         Ok(Ok(page)) => {
-                            let whole = page.rows.len() < page.asked;
+                            let last = page.is_last();
                             match self.apply(page).await {
-                                Ok(()) if whole => caught_up = Some(sent),
+                                Ok(()) if last => longpoll_covered = Some(sent),
                                 Ok(()) => {}
                                 Err(e) => {
                                     tracing::warn!(error = %e, "changes follower: storing a page failed");

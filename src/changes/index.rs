@@ -48,6 +48,7 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
 use serde_json::Value;
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -303,6 +304,10 @@ impl ChangesIndex {
             let mut docs = w.open_table(DOCS).map_err(store_err)?;
             let mut spaces = w.open_table(NAMESPACES).map_err(store_err)?;
             let mut buckets = w.open_table(BUCKETS).map_err(store_err)?;
+            // A page's changes to a namespace's counters and to its buckets are gathered and
+            // written once per page, not once per row.
+            let mut counters: HashMap<&str, (u64, u64, u64)> = HashMap::new();
+            let mut bucket_counts: HashMap<(&str, u64), i64> = HashMap::new();
             for row in rows {
                 let Some((partition, id)) = row["id"].as_str().and_then(split_id) else {
                     continue;
@@ -327,16 +332,21 @@ impl ChangesIndex {
                         }
                     }
                 }
-                let (mut n, mut live, mut dead) = spaces
-                    .get(partition)
-                    .map_err(store_err)?
-                    .map_or((0, 0, 0), |g| g.value());
+                let (mut n, mut live, mut dead) = match counters.get(partition) {
+                    Some(c) => *c,
+                    None => spaces
+                        .get(partition)
+                        .map_err(store_err)?
+                        .map_or((0, 0, 0), |g| g.value()),
+                };
                 let gen = revs.iter().map(|r| generation(r)).max().unwrap_or(1);
                 let old_gen = old.map_or(0, |(_, _, g)| g);
                 n = n.saturating_add(gen.saturating_sub(old_gen).clamp(1, MAX_GAIN));
                 if let Some((old_n, old_deleted, _)) = old {
                     log.remove((partition, old_n)).map_err(store_err)?;
-                    add_to_bucket(&mut buckets, partition, old_n, false)?;
+                    *bucket_counts
+                        .entry((partition, old_n >> BUCKET_BITS))
+                        .or_default() -= 1;
                     if old_deleted {
                         dead = dead.saturating_sub(1);
                     } else {
@@ -350,16 +360,22 @@ impl ChangesIndex {
                 }
                 log.insert((partition, n), (id, deleted, revs))
                     .map_err(store_err)?;
-                add_to_bucket(&mut buckets, partition, n, true)?;
+                *bucket_counts
+                    .entry((partition, n >> BUCKET_BITS))
+                    .or_default() += 1;
                 docs.insert((partition, id), (n, deleted, gen))
                     .map_err(store_err)?;
-                spaces
-                    .insert(partition, (n, live, dead))
-                    .map_err(store_err)?;
+                counters.insert(partition, (n, live, dead));
                 if touched.last().map(String::as_str) != Some(partition) {
                     touched.push(partition.to_owned());
                 }
                 changed += 1;
+            }
+            for (partition, c) in counters {
+                spaces.insert(partition, c).map_err(store_err)?;
+            }
+            for (key, delta) in bucket_counts {
+                add_to_bucket(&mut buckets, key, delta)?;
             }
             let mut meta = w.open_table(META).map_err(store_err)?;
             let seq = serde_json::to_vec(last_seq).map_err(store_err)?;
@@ -637,23 +653,20 @@ impl ChangesIndex {
     }
 }
 
-/// Counts a log entry filed at `n` in (or out of) its bucket.
+/// Adds `delta` log entries to the count of bucket `key`, `(partition, N >> BUCKET_BITS)`.
 fn add_to_bucket(
     buckets: &mut redb::Table<'_, (&'static str, u64), u64>,
-    partition: &str,
-    n: u64,
-    added: bool,
+    key: (&str, u64),
+    delta: i64,
 ) -> Result<()> {
-    let key = (partition, n >> BUCKET_BITS);
+    if delta == 0 {
+        return Ok(());
+    }
     let now = buckets
         .get(key)
         .map_err(store_err)?
         .map_or(0, |g| g.value());
-    let next = if added {
-        now + 1
-    } else {
-        now.saturating_sub(1)
-    };
+    let next = now.saturating_add_signed(delta);
     if next == 0 {
         buckets.remove(key).map_err(store_err)?;
     } else {

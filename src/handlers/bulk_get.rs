@@ -201,18 +201,17 @@ fn segments(slots: Vec<Slot>, chunk: usize, repeats: bool) -> Vec<Segment> {
         match slot {
             Slot::Answered(row) => out.push(Segment::Answered(row)),
             Slot::Asked(item) => {
-                let id = || item["id"].as_str().unwrap_or_default().to_owned();
+                let id = (!repeats).then(|| item["id"].as_str().unwrap_or_default().to_owned());
                 match out.last_mut() {
                     Some(Segment::Asked(items))
-                        if items.len() < chunk && (repeats || !ids.contains(&id())) => {}
+                        if items.len() < chunk
+                            && !id.as_ref().is_some_and(|id| ids.contains(id)) => {}
                     _ => {
                         ids.clear();
                         out.push(Segment::Asked(Vec::with_capacity(chunk.min(16))));
                     }
                 }
-                if !repeats {
-                    ids.insert(id());
-                }
+                ids.extend(id);
                 if let Some(Segment::Asked(items)) = out.last_mut() {
                     items.push(item);
                 }

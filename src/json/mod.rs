@@ -2,9 +2,11 @@
 //!
 //! CouchDB stores documents nested far deeper than serde_json's default recursion limit of 128,
 //! so a document one user stores must parse wherever couchgate meets it again (the shared
-//! feed, `_bulk_get`, `_all_docs?include_docs`). Parsing runs on a stack that grows on demand
-//! (`serde_stacker`), after a linear pre-scan bounds the depth, so no input can exhaust the
-//! stack, whether couchgate parses it, serialises it or drops it ([`MAX_DEPTH`]).
+//! feed, `_bulk_get`, `_all_docs?include_docs`). A text is parsed plainly first (within
+//! serde_json's own limit, safe on any stack); one nested deeper is parsed on a stack that
+//! grows on demand (`serde_stacker`), after a linear pre-scan bounds the depth, so no input can
+//! exhaust the stack, whether couchgate parses it, serialises it or drops it ([`MAX_DEPTH`]).
+//! Documents only passed on are not parsed into trees at all ([`raw`]).
 //!
 //! Backend answers wrap documents in a few levels of their own (`{"rows":[{"doc":...}]}`), so
 //! they are read with [`BACKEND_MAX_DEPTH`]: whatever a client could store reads back.

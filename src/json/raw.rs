@@ -26,7 +26,8 @@ impl<'a> RawObject<'a> {
         serde_json::from_slice(text).ok()
     }
 
-    /// The text of the first value named `key`.
+    /// The text of the first value named `key` (CouchDB never repeats a name; for one that
+    /// does, [`RawObject::write_replacing`] replaces every value of the name, not only this).
     pub fn get(&self, key: &str) -> Option<&'a RawValue> {
         self.members.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
     }
@@ -41,8 +42,8 @@ impl<'a> RawObject<'a> {
         self.members.iter().map(|(k, v)| (k.as_ref(), *v))
     }
 
-    /// Writes the object to `out`, every member named `key` with `value` (a JSON text) in place
-    /// of its own.
+    /// Writes the object to `out`, every member named `key` (repeated ones included) with
+    /// `value` (a JSON text) in place of its own.
     pub fn write_replacing(&self, key: &str, value: &str, out: &mut Vec<u8>) {
         self.write_with(Some((key, value)), out)
     }

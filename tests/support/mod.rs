@@ -111,8 +111,10 @@ impl Backend {
     /// `COUCHDB_URL` when set, else a fresh in-memory PouchDB Server.
     pub fn start() -> Backend {
         if let Some(url) = couchdb_url() {
+            let url = url.trim_end_matches('/').to_owned();
+            remove_stale_databases(&url);
             return Backend {
-                url: url.trim_end_matches('/').to_owned(),
+                url,
                 child: None,
                 _dir: None,
             };
@@ -194,6 +196,44 @@ impl Drop for Gate {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Deletes, once per test process, the backing databases earlier test processes left on a
+/// CouchDB given by `COUCHDB_URL` (`cgtest-{pid}-...` of a process that is gone). Tests cannot
+/// delete their own on the way out: several couchgates share one, and restart tests reopen it.
+fn remove_stale_databases(url: &str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let url = url.to_owned();
+        // A thread of its own: the caller may be inside a test's runtime.
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let client = reqwest::Client::new();
+                let Ok(res) = client.get(format!("{url}/_all_dbs")).send().await else {
+                    return;
+                };
+                let dbs: Vec<String> = res.json().await.unwrap_or_default();
+                for db in dbs {
+                    let Some(pid) = db
+                        .strip_prefix("cgtest-")
+                        .and_then(|rest| rest.split('-').next())
+                        .and_then(|pid| pid.parse::<u32>().ok())
+                    else {
+                        continue;
+                    };
+                    let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+                    if !alive {
+                        let _ = client.delete(format!("{url}/{db}")).send().await;
+                    }
+                }
+            });
+        });
+        let _ = cleanup.join();
+    });
 }
 
 /// A unique name for a backing database.
