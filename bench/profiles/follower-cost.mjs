@@ -1,7 +1,7 @@
 // What a changes follower alone costs a push, without couchgate: PouchDB 9 pushes 10,000 docs
 // of ~1 KB straight into a fresh database of the CouchDB at COUCHDB_URL, with and without a
 // client reading that database's feed as couchgate's follower does (longpoll, style=all_docs,
-// seq_interval), alternating, 3 times each. Prints time, backend CPU per 1k docs (COUCHDB_PID's
+// seq_interval; with the argument `continuous`, one continuous feed), alternating, 3 times each. Prints time, backend CPU per 1k docs (COUCHDB_PID's
 // /proc stat) and the follower's reads.
 //   COUCHDB_URL=http://admin:pass@127.0.0.1:5984 COUCHDB_PID=$(pgrep -f beam.smp) node bench/profiles/follower-cost.mjs
 import { PouchDB } from '../../conformance/lib/pouch.mjs';
@@ -16,7 +16,29 @@ const docs = Array.from({ length: 10000 }, (_, i) => makeDoc(`rep-${String(i).pa
 const src = new PouchDB('follower-cost-src', { adapter: 'memory' });
 for (let i = 0; i < docs.length; i += 1000) await src.bulkDocs(docs.slice(i, i + 1000));
 
+// `continuous` in argv: the follower holds one continuous feed instead of longpolls.
+const continuous = process.argv.includes('continuous');
+
+async function followContinuous(db, stop) {
+  const ctl = new AbortController();
+  const q = 'style=all_docs&seq_interval=1000&feed=continuous&heartbeat=1000&since=now';
+  const res = await fetch(`${plain}/${db}/_changes?${q}`, { headers: auth, signal: ctl.signal });
+  let lines = 0;
+  const reader = res.body.getReader();
+  const poll = setInterval(() => { if (stop.done) ctl.abort(); }, 50);
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      lines += Buffer.from(value).toString().split('\n').filter((l) => l.startsWith('{')).length;
+    }
+  } catch { /* aborted */ }
+  clearInterval(poll);
+  return `1 request, ${lines} rows`;
+}
+
 async function follow(db, stop) {
+  if (continuous) return followContinuous(db, stop);
   let since = 'now';
   let reads = 0;
   while (!stop.done) {
