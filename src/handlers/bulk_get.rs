@@ -343,7 +343,7 @@ struct RawResult<'a> {
 /// the answer is not CouchDB's exact shape, or its rows are not the items' in order (PouchDB
 /// Server), or a document needs the tree rewrite: then [`strip_result`] does it.
 fn rows_text(ns: &Namespace, answer: &[u8], items: &[Value]) -> Result<Option<RowsText>> {
-    let Ok(answer) = serde_json::from_slice::<RawAnswer>(answer) else {
+    let Some(answer) = crate::json::raw::parse_text::<RawAnswer>(answer) else {
         return Ok(None);
     };
     if answer.results.len() != items.len()

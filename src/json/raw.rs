@@ -23,7 +23,7 @@ impl<'a> RawObject<'a> {
     /// The object `text` holds (whitespace around it allowed); `None` when it holds anything
     /// else, or is not JSON.
     pub fn parse(text: &'a [u8]) -> Option<RawObject<'a>> {
-        serde_json::from_slice(text).ok()
+        parse_text(text)
     }
 
     /// The text of the first value named `key` (CouchDB never repeats a name; for one that
@@ -123,6 +123,12 @@ impl ObjectWriter {
         self.buf.push(b'}');
         self.buf
     }
+}
+
+/// `T` read from a JSON text that borrows from it. The text is checked to be UTF-8 once, in
+/// one pass: read from bytes, serde_json would check every borrowed value on its own.
+pub fn parse_text<'a, T: Deserialize<'a>>(text: &'a [u8]) -> Option<T> {
+    serde_json::from_str(std::str::from_utf8(text).ok()?).ok()
 }
 
 /// The string a value's text holds, unescaped; `None` when it is not a string.
