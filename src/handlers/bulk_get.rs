@@ -75,22 +75,23 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
     for item in docs {
         slots.push(slot(ns, item)?);
     }
-    // Revisions the backend cannot read with `latest` are answered missing here (CouchDB
-    // reads them all).
-    let couchdb = st.backend.is_couchdb().await;
-    if latest && !couchdb {
-        let mut ask: Map<String, Value> = Map::new();
-        for slot in &slots {
-            if let Slot::Asked(item) = slot {
-                if let (Some(id), Some(rev)) = (item["id"].as_str(), item.get("rev")) {
-                    let revs = ask.entry(id.to_owned()).or_insert_with(|| json!([]));
-                    if let Value::Array(revs) = revs {
-                        revs.push(rev.clone());
+    // Revisions the backend cannot read with `latest` are answered missing here.
+    if latest {
+        let unknown = super::unknown_revs(st, || {
+            let mut ask: Map<String, Value> = Map::new();
+            for slot in &slots {
+                if let Slot::Asked(item) = slot {
+                    if let (Some(id), Some(rev)) = (item["id"].as_str(), item.get("rev")) {
+                        let revs = ask.entry(id.to_owned()).or_insert_with(|| json!([]));
+                        if let Value::Array(revs) = revs {
+                            revs.push(rev.clone());
+                        }
                     }
                 }
             }
-        }
-        let unknown = super::unknown_revs(st, ask).await?;
+            ask
+        })
+        .await?;
         for slot in &mut slots {
             let Slot::Asked(item) = slot else { continue };
             let (id, rev) = (item["id"].as_str().unwrap_or(""), item["rev"].as_str());
@@ -107,7 +108,8 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req) -> Result<Response<Bod
     // CouchDB reads repeated ids of one request each on its own (replicators ask for several
     // revisions of a conflicted document that way); other backends (PouchDB Server) merge,
     // and lose, them, so each is asked in a request of its own there.
-    let mut segments = segments(slots, ITEMS_CHUNK, couchdb).into_iter();
+    let repeats = st.backend.is_couchdb().await;
+    let mut segments = segments(slots, ITEMS_CHUNK, repeats).into_iter();
     let mut answer = Answer {
         reader: Reader {
             backend: st.backend.clone(),

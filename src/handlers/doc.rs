@@ -263,9 +263,12 @@ async fn get(st: &State, ns: &Namespace, backing: &str, req: Req) -> Result<Resp
     // Revisions the backend cannot read with `latest` are answered missing here.
     let mut missing = Vec::new();
     if let (Some(OpenRevs::List(revs)), true) = (&open_revs, q.latest) {
-        let mut ask = Map::new();
-        ask.insert(backing.to_owned(), Value::from(revs.clone()));
-        let unknown = super::unknown_revs(st, ask).await?;
+        let unknown = super::unknown_revs(st, || {
+            let mut ask = Map::new();
+            ask.insert(backing.to_owned(), Value::from(revs.clone()));
+            ask
+        })
+        .await?;
         let (gone, known): (Vec<String>, Vec<String>) = revs
             .iter()
             .cloned()

@@ -287,15 +287,20 @@ where
         .map_err(|e| Error::Internal(format!("parsing a request body failed: {e}")))?
 }
 
-/// The `(backing id, revision)` pairs among `revs` (revisions per backing id) that the
+/// The `(backing id, revision)` pairs among `revs()` (revisions per backing id) that the
 /// documents' revision trees lack. Asked before a `latest=true` read of given revisions:
 /// PouchDB Server's process dies on such a read of a revision its tree lacks, taking every
-/// user down. CouchDB answers those reads itself, so it is not asked (the set is empty).
+/// user down. CouchDB answers those reads itself, so it is not asked (the set is empty, and
+/// `revs` is not built).
 pub async fn unknown_revs(
     st: &State,
-    revs: Map<String, Value>,
+    revs: impl FnOnce() -> Map<String, Value>,
 ) -> Result<HashSet<(String, String)>> {
-    if revs.is_empty() || st.backend.is_couchdb().await {
+    if st.backend.is_couchdb().await {
+        return Ok(HashSet::new());
+    }
+    let revs = revs();
+    if revs.is_empty() {
         return Ok(HashSet::new());
     }
     let url = st.backend.db_url("/_revs_diff");
