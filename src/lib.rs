@@ -38,6 +38,7 @@ pub mod devbackend;
 pub mod error;
 pub mod handlers;
 pub mod json;
+pub mod mango;
 pub mod multipart;
 pub mod namespace;
 pub mod proxy;

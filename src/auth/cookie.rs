@@ -247,7 +247,7 @@ impl Sessions {
         if now >= p.e || (p.l.is_none() && p.s.is_none()) {
             return Err(bad());
         }
-        let renewable = p.l.map_or(true, |l| l > p.e);
+        let renewable = p.l.is_none_or(|l| l > p.e);
         let renew = renewable && p.e - now < self.ttl / 2;
         Ok(Some(Session { payload: p, renew }))
     }

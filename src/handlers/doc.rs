@@ -629,7 +629,7 @@ async fn streams(st: &State, req: &Req) -> bool {
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    length.map_or(true, |n| n > super::UPLOAD_PREFETCH)
+    length.is_none_or(|n| n > super::UPLOAD_PREFETCH)
         && !req.headers.contains_key(header::CONTENT_ENCODING)
         && st.backend.is_couchdb().await
 }

@@ -97,7 +97,7 @@ impl Req {
             .headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if announced.map_or(true, |n| n <= UPLOAD_PREFETCH) {
+        if announced.is_none_or(|n| n <= UPLOAD_PREFETCH) {
             let prefetch = UPLOAD_PREFETCH.min(limit.saturating_add(1));
             while (prefix.len() as u64) < prefetch {
                 match body.frame().await {
