@@ -22,6 +22,7 @@
 //! - [`validate`]: CouchDB's shape checks of written documents and of revision parameters;
 //!   [`multipart`]: `multipart/related` document bodies, parsed whole and rebuilt.
 //! - [`json`]: JSON parsing with CouchDB's nesting limits (documents nest deeper than serde's default).
+//! - [`mango`]: Mango selectors, normalised and matched as CouchDB does (`filter=_selector`).
 //! - [`error`]: the one error type, mapped to CouchDB's `{"error","reason"}` bodies.
 //! - [`config`]: command line, environment and TOML configuration.
 //! - [`devbackend`]: demo mode, a local PouchDB Server when no CouchDB URL is configured.

@@ -6,7 +6,8 @@
 //! - [`follower`]: the one upstream reader of the shared database's feed that fills it, and
 //!   read-your-writes;
 //! - [`positions`]: the `N-opaque` sequence tokens clients see;
-//! - [`feed`]: a namespace's feed framed as normal, longpoll, continuous or eventsource.
+//! - [`feed`]: a namespace's feed framed as normal, longpoll, continuous or eventsource;
+//! - [`select`]: `filter=_selector`, Mango selectors over the revisions a batch lists.
 //!
 //! [`Changes`] is the handle the rest of couchgate holds. Handlers parse requests
 //! (`handlers::changes`) and ask it; it depends on the backend client and the namespace codec,
@@ -16,6 +17,7 @@ pub mod feed;
 pub mod follower;
 pub mod index;
 pub mod positions;
+pub mod select;
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};

@@ -5,7 +5,9 @@ use super::{bool_of, Query, Req};
 use crate::body::Body;
 use crate::changes::feed::{Feed, Opts, DEFAULT_TIMEOUT};
 use crate::changes::positions::Since;
+use crate::changes::select::SelectorFilter;
 use crate::error::{Error, Result};
+use crate::mango::{Fields, Selector};
 use crate::namespace::Namespace;
 use crate::state::State;
 use http::{Method, Response};
@@ -72,6 +74,7 @@ pub fn parse(
         })?,
     };
     let not_a_list = || Error::bad_request("`doc_ids` filter parameter is not a list of doc ids.");
+    let mut selector = None;
     let doc_ids = match q.get("filter") {
         None => None,
         Some("_doc_ids") => {
@@ -92,9 +95,10 @@ pub fn parse(
             )
         }
         Some("_selector") => {
-            return Err(Error::NotImplemented(
-                "filter=_selector is not supported by couchgate; use filter=_doc_ids".into(),
-            ))
+            let body = body
+                .ok_or_else(|| Error::bad_request("Selector must be specified in POST payload"))?;
+            selector = Some(Arc::new(selector_filter(body)?));
+            None
         }
         Some(f) if f == "_view" || f == "_design" || f.contains('/') => {
             return Err(Error::NotImplemented(format!(
@@ -139,9 +143,31 @@ pub fn parse(
         attachments: q.flag("attachments")?,
         att_encoding_info: q.flag("att_encoding_info")?,
         doc_ids,
+        selector,
         heartbeat,
         timeout,
     })
+}
+
+/// The `selector` and `fields` of a `filter=_selector` body, refused as CouchDB refuses them
+/// (`400 bad_request` with Mango's reason).
+fn selector_filter(body: &Map<String, Value>) -> Result<SelectorFilter> {
+    let selector = match body.get("selector") {
+        Some(s @ Value::Object(_)) => {
+            Selector::parse(s).map_err(|e| Error::bad_request(e.reason))?
+        }
+        _ => return Err(Error::bad_request("Selector error: expected a JSON object")),
+    };
+    let fields = match body.get("fields") {
+        None => None,
+        Some(Value::Array(f)) => Fields::parse(f).map_err(|e| Error::bad_request(e.reason))?,
+        Some(_) => {
+            return Err(Error::bad_request(
+                "Selector error: fields must be JSON array",
+            ))
+        }
+    };
+    Ok(SelectorFilter { selector, fields })
 }
 
 /// `expires`: Unix time at which the caller's credential stops being accepted; live feeds end
@@ -162,12 +188,8 @@ pub async fn handle(
         None
     };
     if let Some(b) = &body {
-        // `seq_interval` and similar are accepted and ignored; a selector is refused.
-        if b.contains_key("selector") && query.get("filter") != Some("_selector") {
-            return Err(Error::NotImplemented(
-                "selectors are not supported by couchgate; use filter=_doc_ids".into(),
-            ));
-        }
+        // `seq_interval` and similar are accepted and ignored, and so is a `selector` without
+        // `filter=_selector`, as in CouchDB.
         bool_of(
             b.get("include_docs").unwrap_or(&Value::Null),
             "include_docs",
@@ -234,7 +256,7 @@ mod tests {
             Some(vec!["b".into()])
         );
         for (q, status) in [
-            ("filter=_selector", 501),
+            ("filter=_selector", 400),
             ("filter=app/by_type", 501),
             ("filter=_view&view=a/b", 501),
             ("filter=nonsense", 400),
@@ -252,5 +274,44 @@ mod tests {
                 "{q}"
             );
         }
+    }
+
+    #[test]
+    fn selector_filters() {
+        let q = Query::parse("filter=_selector");
+        let body = |b: Value| b.as_object().unwrap().clone();
+        let o = parse(
+            &since,
+            &q,
+            Some(&body(json!({"selector": {"a": 1}, "fields": ["a"]}))),
+        )
+        .unwrap();
+        let f = o.selector.unwrap();
+        assert!(f.selector.matches(&json!({"a": 1})));
+        assert!(f.fields.is_some());
+        for (b, reason) in [
+            (json!({}), "Selector error: expected a JSON object"),
+            (
+                json!({"selector": [1]}),
+                "Selector error: expected a JSON object",
+            ),
+            (
+                json!({"selector": {"a": {"$in": 1}}}),
+                "Bad argument for operator $in: 1",
+            ),
+            (
+                json!({"selector": {}, "fields": "a"}),
+                "Selector error: fields must be JSON array",
+            ),
+        ] {
+            let e = parse(&since, &q, Some(&body(b.clone()))).unwrap_err();
+            assert_eq!(
+                (e.name(), e.reason()),
+                ("bad_request", reason.into()),
+                "{b}"
+            );
+        }
+        let e = parse(&since, &q, None).unwrap_err();
+        assert_eq!(e.reason(), "Selector must be specified in POST payload");
     }
 }

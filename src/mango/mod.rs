@@ -3,6 +3,8 @@
 //! collation ([`collate`]), for `filter=_selector` on `_changes`.
 
 pub mod collate;
+pub mod fields;
 pub mod selector;
 
+pub use fields::Fields;
 pub use selector::{MangoError, Selector};

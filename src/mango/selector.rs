@@ -575,22 +575,16 @@ pub fn erlang_term(v: &Value) -> String {
     out
 }
 
+/// Erlang's `~w` writes a binary as its bytes: `<<"ab">>` is `<<97,98>>`.
 fn write_binary(out: &mut String, s: &str) {
-    if s.bytes().all(|b| (32..127).contains(&b)) {
-        out.push_str("<<\"");
-        for c in s.chars() {
-            if c == '"' || c == '\\' {
-                out.push('\\');
-            }
-            out.push(c);
+    out.push_str("<<");
+    for (i, b) in s.bytes().enumerate() {
+        if i > 0 {
+            out.push(',');
         }
-        out.push_str("\">>");
-    } else {
-        out.push_str("<<");
-        let bytes: Vec<String> = s.bytes().map(|b| b.to_string()).collect();
-        out.push_str(&bytes.join(","));
-        out.push_str(">>");
+        out.push_str(&b.to_string());
     }
+    out.push_str(">>");
 }
 
 fn write_term(out: &mut String, v: &Value) {

@@ -181,6 +181,7 @@ pub fn steps() -> Vec<Step> {
     doc_reads(&mut v);
     all_docs(&mut v);
     changes(&mut v);
+    selectors(&mut v);
     bulk_get_and_revs_diff(&mut v);
     local_docs(&mut v);
     request_forms(&mut v);
@@ -212,6 +213,9 @@ const ANSWERED_BY_COUCHGATE: &[(&str, u16, Option<&str>)] = &[
     ("revs_diff/not-list", 400, Some("bad_request")),
     ("read/latest-unknown-rev", 200, None),
     ("bad/revisions-", 400, Some("doc_validation")),
+    // PouchDB Server dies on `filter=_selector`; couchgate answers it from its own index.
+    ("selector/refused-", 400, Some("bad_request")),
+    ("selector/", 200, None),
 ];
 
 const CRASHES: &str = "kills or hangs the PouchDB Server process when sent to it";
@@ -863,6 +867,128 @@ fn changes(v: &mut Vec<Step>) {
         "changes/since-shows-write-all-docs",
         "/_changes?since=${seq:0}&style=all_docs",
     ));
+}
+
+/// `_changes?filter=_selector`: every case of the Mango verdict table
+/// (`tests/fixtures/mango_selectors.json`, which couchgate's matcher is unit-tested against),
+/// over the table's documents, and the refusals.
+fn selectors(v: &mut Vec<Step>) {
+    let table: Value =
+        serde_json::from_str(include_str!("../fixtures/mango_selectors.json")).unwrap();
+    let docs: Vec<Value> = table["docs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let mut d = d.clone();
+            d.as_object_mut().unwrap().remove("_rev");
+            d
+        })
+        .collect();
+    v.push(post("write/selector-docs", "/_bulk_docs").json(json!({ "docs": docs })));
+    let feed = "/_changes?filter=_selector&since=${seq}";
+    for (i, case) in table["cases"].as_array().unwrap().iter().enumerate() {
+        v.push(post(&format!("selector/{i:02}"), feed).json(json!({"selector": case["selector"]})));
+    }
+    let variants = [
+        (
+            "include-docs",
+            "&include_docs=true",
+            json!({"selector": {"year": {"$gt": 2000}}}),
+        ),
+        (
+            "fields",
+            "&include_docs=true",
+            json!({"selector": {"genre": {"$size": 1}}, "fields": ["title", "cast.0.name", "nope"]}),
+        ),
+        (
+            "fields-empty",
+            "&include_docs=true",
+            json!({"selector": {"n": -7}, "fields": []}),
+        ),
+        (
+            "all-docs",
+            "&style=all_docs",
+            json!({"selector": {"director": "Lars von Trier"}}),
+        ),
+        (
+            "limit",
+            "&limit=1",
+            json!({"selector": {"director": "Lars von Trier"}}),
+        ),
+        (
+            "limit-deleted",
+            "&limit=1",
+            json!({"selector": {"_deleted": true}}),
+        ),
+        (
+            "descending",
+            "&descending=true",
+            json!({"selector": {"_id": {"$gt": "f"}}}),
+        ),
+        (
+            "longpoll",
+            "&feed=longpoll&timeout=100",
+            json!({"selector": {"year": 1973}}),
+        ),
+        (
+            "with-doc-ids",
+            "",
+            json!({"selector": {"n": -7}, "doc_ids": ["film1"]}),
+        ),
+        ("refused-in", "", json!({"selector": {"a": {"$in": 1}}})),
+        (
+            "refused-exists",
+            "",
+            json!({"selector": {"a": {"$exists": "yes"}}}),
+        ),
+        (
+            "refused-mod",
+            "",
+            json!({"selector": {"a": {"$mod": [2.5, 1]}}}),
+        ),
+        (
+            "refused-size",
+            "",
+            json!({"selector": {"a": {"$size": -1}}}),
+        ),
+        ("refused-and", "", json!({"selector": {"$and": {"a": 1}}})),
+        (
+            "refused-operator",
+            "",
+            json!({"selector": {"a": {"$foo": 1}}}),
+        ),
+        (
+            "refused-unsupported-operator",
+            "",
+            json!({"selector": {"a": {"$where": "x"}}}),
+        ),
+        (
+            "refused-missing-field-name",
+            "",
+            json!({"selector": {"": 1}}),
+        ),
+        ("refused-not-object", "", json!({"selector": [1]})),
+        ("refused-missing", "", json!({"fields": ["a"]})),
+        (
+            "refused-fields-not-list",
+            "",
+            json!({"selector": {}, "fields": "a"}),
+        ),
+        (
+            "refused-fields-bad",
+            "",
+            json!({"selector": {}, "fields": [1]}),
+        ),
+    ];
+    for (name, q, body) in variants {
+        v.push(post(&format!("selector/{name}"), &format!("{feed}{q}")).json(body));
+    }
+    v.push(get("selector/refused-get", "/_changes?filter=_selector"));
+    // A selector without `filter=_selector` is ignored.
+    v.push(
+        post("selector/no-filter", "/_changes?since=${seq}").json(json!({"selector": {"n": 1}})),
+    );
 }
 
 fn bulk_get_and_revs_diff(v: &mut Vec<Step>) {

@@ -60,6 +60,7 @@ pub const ALL: &[Known] = &[
         "CouchDB serves Fauxton's favicon path (404 text, cached a year); couchgate has no Fauxton",
     ),
     both("changes/", "header etag", "couchgate's `_changes` has no ETag (it streams from its index; no client reads it)"),
+    both("selector/", "header etag", "`_changes` has no ETag, as above"),
     both("bad/query-array-param", "header etag", "`_changes` has no ETag, as above"),
     both("bad/changes-limit-huge", "header etag", "`_changes` has no ETag, as above"),
     both("form/gzip-changes", "header etag", "`_changes` has no ETag, as above"),
