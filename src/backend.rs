@@ -91,6 +91,10 @@ pub struct Backend {
     timeout: Duration,
     /// Whether the backend is CouchDB itself; see [`Backend::is_couchdb`].
     couchdb: std::sync::Arc<std::sync::OnceLock<bool>>,
+    /// Whether the shared database is partitioned; see [`Backend::is_partitioned`].
+    partitioned: std::sync::Arc<std::sync::OnceLock<bool>>,
+    /// Create the shared database partitioned (`--partitioned`).
+    create_partitioned: bool,
 }
 
 impl std::fmt::Debug for Backend {
@@ -134,6 +138,8 @@ impl Backend {
             auth,
             timeout: config.backend_timeout,
             couchdb: Default::default(),
+            partitioned: Default::default(),
+            create_partitioned: config.partitioned,
         })
     }
 
@@ -148,6 +154,17 @@ impl Backend {
             Ok((_, welcome)) => *self.couchdb.get_or_init(|| welcome["couchdb"] == "Welcome"),
             Err(_) => false,
         }
+    }
+
+    /// Whether the shared database is a partitioned one (its `props` say so), learnt once.
+    pub async fn is_partitioned(&self) -> Result<bool> {
+        if let Some(known) = self.partitioned.get() {
+            return Ok(*known);
+        }
+        let (_, info) = self.json(Method::GET, &self.db_url(""), None).await?;
+        Ok(*self
+            .partitioned
+            .get_or_init(|| info["props"]["partitioned"] == true))
     }
 
     /// The usual deadline for a response head.
@@ -335,7 +352,12 @@ impl Backend {
         let deadline = tokio::time::Instant::now() + wait;
         let mut pause = Duration::from_millis(100);
         loop {
-            let e = match self.json(Method::PUT, &self.db_url(""), None).await {
+            let create = if self.create_partitioned {
+                self.db_url("?partitioned=true")
+            } else {
+                self.db_url("")
+            };
+            let e = match self.json(Method::PUT, &create, None).await {
                 Ok(_) => return Ok(()),
                 Err(e) if e.status() == StatusCode::PRECONDITION_FAILED => return Ok(()),
                 Err(e) => e,

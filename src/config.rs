@@ -40,6 +40,11 @@ pub struct Args {
     #[arg(long, env = "COUCHGATE_DATABASE")]
     pub database: Option<String>,
 
+    /// Create the shared database as a CouchDB *partitioned* database (when couchgate creates
+    /// it): every namespace is one partition, and `_find` runs over that partition only.
+    #[arg(long, env = "COUCHGATE_PARTITIONED", num_args = 0..=1, default_missing_value = "true")]
+    pub partitioned: Option<bool>,
+
     /// HMAC secret for HS256/384/512 tokens.
     #[arg(long, env = "COUCHGATE_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -324,6 +329,8 @@ pub struct Config {
     /// `None`: demo mode with a local PouchDB Server.
     pub couchdb_url: Option<String>,
     pub database: String,
+    /// Create the shared database partitioned.
+    pub partitioned: bool,
     pub jwt_key: Option<JwtKey>,
     pub jwt_key_files: Vec<KeyFile>,
     pub jwt_user_claim: String,
@@ -466,6 +473,7 @@ impl Config {
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5985))),
             couchdb_url: a.couchdb_url,
             database,
+            partitioned: a.partitioned.unwrap_or(false),
             jwt_key,
             jwt_key_files,
             jwt_user_claim: a.jwt_user_claim.unwrap_or_else(|| "sub".into()),

@@ -50,6 +50,10 @@ pub enum Error {
     BadContentType(String),
     #[error("{0}")]
     NotImplemented(String),
+    /// A Mango query or index CouchDB would refuse, with Mango's own error name
+    /// (`bad_arg`, `invalid_operator`, `missing_required_key`, ...).
+    #[error("{reason}")]
+    Mango { name: &'static str, reason: String },
     /// Too many failed authentication attempts; answered with `Retry-After` (seconds).
     #[error("{reason}")]
     TooManyRequests { reason: String, retry_after: u64 },
@@ -116,6 +120,7 @@ impl Error {
             | Error::RequestTimeout(_)
             | Error::BadContentType(_)
             | Error::NotImplemented(_)
+            | Error::Mango { .. }
             | Error::TooManyRequests { .. } => Fault::Client,
             Error::Backend { status, .. } if status.is_client_error() => Fault::Client,
             Error::Backend { .. }
@@ -133,7 +138,8 @@ impl Error {
             | Error::DocValidation(_)
             | Error::QueryParse(_)
             | Error::IllegalPartition(_)
-            | Error::IllegalDatabaseName(_) => StatusCode::BAD_REQUEST,
+            | Error::IllegalDatabaseName(_)
+            | Error::Mango { .. } => StatusCode::BAD_REQUEST,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
@@ -173,6 +179,7 @@ impl Error {
             Error::RequestTimeout(_) => "request_timeout",
             Error::BadContentType(_) => "bad_content_type",
             Error::NotImplemented(_) => "not_implemented",
+            Error::Mango { name, .. } => name,
             Error::TooManyRequests { .. } => "too_many_requests",
             Error::Backend { error, .. } => error,
             Error::BackendUnavailable(_) | Error::NotReady(_) => "service_unavailable",
@@ -196,6 +203,15 @@ impl Error {
     }
 }
 
+impl From<crate::mango::MangoError> for Error {
+    fn from(e: crate::mango::MangoError) -> Self {
+        Error::Mango {
+            name: e.name,
+            reason: e.reason,
+        }
+    }
+}
+
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         Error::BadRequest(format!("invalid JSON: {e}"))
@@ -212,6 +228,15 @@ mod tests {
         let s = String::new;
         let cases: Vec<(Error, u16, &str, Fault)> = vec![
             (Error::BadRequest(s()), 400, "bad_request", Fault::Client),
+            (
+                Error::Mango {
+                    name: "bad_arg",
+                    reason: s(),
+                },
+                400,
+                "bad_arg",
+                Fault::Client,
+            ),
             (
                 Error::IllegalDocId(s()),
                 400,

@@ -201,6 +201,7 @@ impl Proxy {
             | Route::Local { db, .. }
             | Route::Doc { db, .. }
             | Route::CompactDesign { db, .. }
+            | Route::Index { db, .. }
             | Route::Attachment { db, .. } => db.clone(),
             Route::Welcome
             | Route::Up
@@ -253,12 +254,21 @@ impl Proxy {
                     }
                     // A per-user compaction of the shared database means nothing; CouchDB
                     // acknowledges these with 202 and so does couchgate, without a backend call.
+                    DbEndpoint::Find | DbEndpoint::Explain => {
+                        only(&method, &[Method::POST])?;
+                        let explain = endpoint == DbEndpoint::Explain;
+                        Box::pin(handlers::find::handle(st, &ns, req, explain)).await
+                    }
                     DbEndpoint::Compact | DbEndpoint::ViewCleanup => {
                         only(&method, &[Method::POST])?;
                         require_json_content_type(&req.headers)?;
                         Ok(json_response(StatusCode::ACCEPTED, &json!({"ok": true})))
                     }
                 }
+            }
+            Route::Index { db, rest } => {
+                let ns = st.registry.require(&who.user, &db).await?;
+                Box::pin(handlers::index::handle(st, &ns, req, &rest)).await
             }
             Route::CompactDesign { db, name } => {
                 let ns = st.registry.require(&who.user, &db).await?;
@@ -331,7 +341,9 @@ fn is_write(route: &Route, method: &Method) -> bool {
             endpoint: DbEndpoint::AllDocs
                 | DbEndpoint::Changes
                 | DbEndpoint::BulkGet
-                | DbEndpoint::RevsDiff,
+                | DbEndpoint::RevsDiff
+                | DbEndpoint::Find
+                | DbEndpoint::Explain,
             ..
         } if method == Method::POST
     )

@@ -22,6 +22,9 @@ pub enum DbEndpoint {
     /// operator's to compact).
     Compact,
     ViewCleanup,
+    /// `_find` and `_explain`: Mango queries.
+    Find,
+    Explain,
 }
 
 /// What a request path addresses.
@@ -49,6 +52,9 @@ pub enum Route {
     Doc { db: String, id: String },
     /// `/{db}/_compact/{design doc name}`.
     CompactDesign { db: String, name: String },
+    /// `/{db}/_index` and `/{db}/_index/{ddoc}/json/{name}`: Mango indexes; `rest` holds the
+    /// decoded segments after `_index`.
+    Index { db: String, rest: Vec<String> },
     /// `/{db}/{id}/{attachment name, may contain /}`.
     Attachment {
         db: String,
@@ -125,12 +131,10 @@ fn db_refusal(name: &str) -> Option<Refusal> {
         | "_shards"
         | "_sync_shards"
         | "_partition" => Refusal::Forbidden(SHARED_DB),
-        "_find" | "_explain" | "_all_docs_queries" | "_search_cleanup" | "_nouveau_cleanup" => {
+        "_all_docs_queries" | "_search_cleanup" | "_nouveau_cleanup" => {
             Refusal::PostOnly(&Refusal::NotImplemented(NOT_ON_VIRTUAL))
         }
-        "_index" | "_design_docs" | "_local_docs" | "_temp_view" => {
-            Refusal::NotImplemented(NOT_ON_VIRTUAL)
-        }
+        "_design_docs" | "_local_docs" | "_temp_view" => Refusal::NotImplemented(NOT_ON_VIRTUAL),
         _ => return None,
     })
 }
@@ -217,6 +221,10 @@ pub fn route(path: &str) -> Result<Route> {
             let name = decode(rest[0])?;
             return Ok(Route::CompactDesign { db, name });
         }
+        "_index" => {
+            let rest = rest.iter().map(|s| decode(s)).collect::<Result<Vec<_>>>()?;
+            return Ok(Route::Index { db, rest });
+        }
         s if s.starts_with('_') && !s.starts_with("_design/") && !s.starts_with("_local/") => {
             let endpoint = match s {
                 _ if !rest.is_empty() => None,
@@ -229,6 +237,8 @@ pub fn route(path: &str) -> Result<Route> {
                 "_ensure_full_commit" => Some(DbEndpoint::EnsureFullCommit),
                 "_compact" => Some(DbEndpoint::Compact),
                 "_view_cleanup" => Some(DbEndpoint::ViewCleanup),
+                "_find" => Some(DbEndpoint::Find),
+                "_explain" => Some(DbEndpoint::Explain),
                 _ => None,
             };
             let Some(endpoint) = endpoint else {
@@ -342,8 +352,24 @@ mod tests {
                     name: "app".into(),
                 },
             ),
+            ("/db/_find", ep(DbEndpoint::Find)),
+            ("/db/_explain", ep(DbEndpoint::Explain)),
             (
-                "/db/_find",
+                "/db/_index",
+                Route::Index {
+                    db: "db".into(),
+                    rest: vec![],
+                },
+            ),
+            (
+                "/db/_index/_design/a%2Fb/json/n",
+                Route::Index {
+                    db: "db".into(),
+                    rest: vec!["_design".into(), "a/b".into(), "json".into(), "n".into()],
+                },
+            ),
+            (
+                "/db/_all_docs_queries",
                 Route::RefusedDb {
                     db: "db".into(),
                     refusal: Refusal::PostOnly(&Refusal::NotImplemented(NOT_ON_VIRTUAL)),

@@ -834,10 +834,14 @@ async fn refused_endpoints_answer_couchdb_errors_and_touch_nothing() {
         (Method::POST, "/_replicate", 403, &["forbidden"]),
         (Method::GET, "/_active_tasks", 403, &["forbidden"]),
         (Method::GET, "/_utils", 404, &["not_found"]),
-        (Method::POST, "/notes/_find", 501, &["not_implemented"]),
         (Method::GET, "/notes/_find", 405, &["method_not_allowed"]),
-        (Method::POST, "/notes/_index", 501, &["not_implemented"]),
-        (Method::POST, "/notes/_explain", 501, &["not_implemented"]),
+        (
+            Method::POST,
+            "/notes/_index",
+            400,
+            &["missing_required_key"],
+        ),
+        (Method::PUT, "/notes/_index", 405, &["method_not_allowed"]),
         (Method::GET, "/notes/_security", 403, &["forbidden"]),
         (Method::PUT, "/notes/_security", 403, &["forbidden"]),
         (Method::POST, "/notes/_purge", 403, &["forbidden"]),
@@ -909,7 +913,7 @@ async fn refused_endpoints_answer_couchdb_errors_and_touch_nothing() {
         ok(backing.get("/_all_docs").await, "backing")["rows"],
         before_all
     );
-    for id in ["_find", "_foo", "_security", "_index", "_design/x"] {
+    for id in ["_find", "_foo", "_security", "_design/x"] {
         let a = alice.get(&format!("/notes/{}", enc(id))).await;
         assert!(!a.status.is_success(), "{id}: {}", a.body);
     }

@@ -53,6 +53,11 @@ pub fn index_path(data_dir: &Path, source: &str) -> PathBuf {
 }
 
 impl Changes {
+    /// The codec of this instance's opaque tokens (sequences, and Mango bookmarks).
+    pub fn codec(&self) -> &SeqCodec {
+        &self.codec
+    }
+
     /// Opens the index in `data_dir` and starts following the backend (so this runs inside a
     /// tokio runtime).
     pub fn start(

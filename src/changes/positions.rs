@@ -115,6 +115,45 @@ impl SeqCodec {
         (n.parse::<u64>().ok()? == sealed_n).then_some(Position { index, n: sealed_n })
     }
 
+    /// Seals `plain` (another opaque value of a namespace, such as a Mango bookmark) for
+    /// `partition`; `kind` keeps the kinds apart (it is never a sequence's version byte).
+    pub fn seal_opaque(&self, partition: &str, kind: u8, plain: &[u8]) -> String {
+        debug_assert_ne!(kind, VERSION);
+        let mut msg = Vec::with_capacity(plain.len() + 1);
+        msg.push(kind);
+        msg.extend_from_slice(plain);
+        let sealed = self
+            .cipher
+            .encrypt(
+                &Nonce::default(),
+                Payload {
+                    msg: &msg,
+                    aad: partition.as_bytes(),
+                },
+            )
+            .expect("AES-SIV encryption of an in-memory buffer cannot fail");
+        URL_SAFE_NO_PAD.encode(sealed)
+    }
+
+    /// What [`SeqCodec::seal_opaque`] sealed for `partition` with `kind`, if `token` is that.
+    pub fn open_opaque(&self, partition: &str, kind: u8, token: &str) -> Option<Vec<u8>> {
+        let sealed = URL_SAFE_NO_PAD.decode(token).ok()?;
+        let plain = self
+            .cipher
+            .decrypt(
+                &Nonce::default(),
+                Payload {
+                    msg: &sealed,
+                    aad: partition.as_bytes(),
+                },
+            )
+            .ok()?;
+        match plain.split_first() {
+            Some((k, rest)) if *k == kind => Some(rest.to_vec()),
+            _ => None,
+        }
+    }
+
     /// Interprets a client's `since` in `partition`. `None` is text that is no sequence of
     /// any kind.
     pub fn since(&self, partition: &str, raw: &str) -> Option<Since> {
@@ -167,6 +206,17 @@ mod tests {
             t.len() - 2,
             "the opaque part has one length whatever the position"
         );
+    }
+
+    #[test]
+    fn opaque_tokens_open_only_in_their_namespace_and_kind() {
+        let c = SeqCodec::new(b"k");
+        let t = c.seal_opaque("p", 0xb0, b"bookmark");
+        assert_eq!(c.open_opaque("p", 0xb0, &t).unwrap(), b"bookmark");
+        assert_eq!(c.open_opaque("q", 0xb0, &t), None);
+        assert_eq!(c.open_opaque("p", 0xb1, &t), None);
+        assert_eq!(c.open("p", &format!("1-{t}")), None);
+        assert_eq!(SeqCodec::new(b"other").open_opaque("p", 0xb0, &t), None);
     }
 
     #[test]

@@ -8,6 +8,8 @@ pub mod bulk_get;
 pub mod changes;
 pub mod db;
 pub mod doc;
+pub mod find;
+pub mod index;
 pub mod local;
 pub mod revs_diff;
 pub mod session;

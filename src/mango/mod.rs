@@ -3,6 +3,7 @@
 //! collation ([`collate`]), for `filter=_selector` on `_changes`.
 
 pub mod collate;
+pub mod confine;
 pub mod fields;
 pub mod selector;
 
