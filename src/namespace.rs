@@ -193,6 +193,13 @@ impl Namespace {
             .map(|rest| format!("_local/{rest}"))
     }
 
+    /// Backing id of the namespace's list of Mango indexes (`handlers::index`): a `_local`
+    /// document outside the namespace's `_local/{partition}:` range, so no client id can name
+    /// it, and deleted with the namespace.
+    pub fn mango_indexes_id(&self) -> String {
+        format!("_local/{}.mango", self.partition())
+    }
+
     /// Inclusive lower bound of the namespace's `_all_docs` range.
     pub fn start_key(&self) -> String {
         self.prefix.clone()

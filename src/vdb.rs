@@ -18,7 +18,8 @@
 //! - `_local` documents: found by listing (`_local_docs` over the namespace's key range) where
 //!   the backend has it (CouchDB), and from the namespace's recorded list of `_local` ids
 //!   (`_local/{partition}`, see [`Registry::note_local`]); each is deleted, which removes a
-//!   `_local` document entirely, and the list last;
+//!   `_local` document entirely, then the namespace's list of Mango indexes, and the list
+//!   last;
 //! - every other document, live or deleted, every leaf revision: listed by the changes index
 //!   (brought past the deletion first, so it holds every acknowledged write; the cost is the
 //!   namespace's own documents, and no document body is read, so none can stop the cleanup),
@@ -450,6 +451,8 @@ impl Registry {
     async fn remove_namespace(&self, ns: &Namespace) -> Result<usize> {
         let locals = self.remove_locals(ns).await?;
         let docs = self.remove_docs(ns).await?;
+        // The namespace's list of Mango indexes (the shared indexes stay for other users).
+        self.remove_local(&ns.mango_indexes_id(), None).await?;
         // The list goes last: until then, a resumed cleanup still finds what it names.
         self.remove_local(&format!("_local/{}", ns.partition()), None)
             .await?;

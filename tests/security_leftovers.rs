@@ -280,10 +280,11 @@ async fn leftovers(gate: &Gate, partition: &str, locals: &[&str]) -> Vec<String>
         }
     }
     let list = format!("_local/{partition}");
+    let indexes = format!("_local/{partition}.mango");
     for local in locals
         .iter()
         .map(|l| format!("_local/{partition}:{l}"))
-        .chain([list])
+        .chain([list, indexes])
     {
         if raw
             .get(&format!("/{}", local.replace(':', "%3A")))
@@ -321,6 +322,14 @@ async fn fill(c: &Client, db: &str) -> Vec<&'static str> {
         c.put(&format!("/{db}/live"), json!({"secret": "live"}))
             .await,
         "live",
+    );
+    ok(
+        c.post(
+            &format!("/{db}/_index"),
+            json!({"index": {"fields": ["secret"]}}),
+        )
+        .await,
+        "a Mango index",
     );
     let r = ok(c.put(&format!("/{db}/gone"), json!({"v": 1})).await, "gone")["rev"].clone();
     let tomb = json!({"docs": [{"_id": "gone", "_rev": r, "_deleted": true, "secret": "tomb"}]});

@@ -8,18 +8,18 @@
 //!   `_design/couchgate-mango-{hash of the definition}`, index `idx`; CouchDB builds each once
 //!   for all users, and `_find` confines every query to the caller's namespace;
 //! - each namespace keeps its own list of indexes (the `ddoc` and `name` the user chose, the
-//!   definition, the shared index behind it) in the metadata document
-//!   `couchgate:mango.{partition}`, at most [`MAX_INDEXES`] of them; `GET _index` lists only
+//!   definition, the shared index behind it) in a `_local` document of its own
+//!   ([`Namespace::mango_indexes_id`]), at most [`MAX_INDEXES`] of them; `GET _index` lists only
 //!   those, and `use_index` names only those.
 //!
 //! Deleting an index removes it from the user's list; the shared index stays for the users who
 //! still list it (removing unused shared indexes is the operator's `_view_cleanup`).
 
 use super::Req;
-use crate::backend::encode_component;
+use crate::backend::encode_doc_id;
 use crate::body::{self, json_response, Body};
 use crate::error::{Error, Result};
-use crate::namespace::{Namespace, META_PARTITION};
+use crate::namespace::Namespace;
 use crate::state::State;
 use http::{Method, Response, StatusCode};
 use serde_json::{json, Map, Value};
@@ -51,8 +51,8 @@ pub struct UserIndexes {
 }
 
 fn meta_url(st: &State, ns: &Namespace) -> String {
-    let id = format!("{META_PARTITION}:mango.{}", ns.partition());
-    st.backend.db_url(&format!("/{}", encode_component(&id)))
+    st.backend
+        .db_url(&format!("/{}", encode_doc_id(&ns.mango_indexes_id())))
 }
 
 impl UserIndexes {
