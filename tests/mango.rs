@@ -157,6 +157,19 @@ async fn find_over_the_namespace(gate: &Gate, couchdb: bool) {
         )
         .await
         .error(400, "bad_arg");
+    // CouchDB crashes on a zero `$mod` divisor (500 badarith): a bad argument here.
+    alice
+        .post("/notes/_find", json!({"selector": {"n": {"$mod": [0, 1]}}}))
+        .await
+        .error(400, "bad_arg");
+    // An empty combination finds nothing, as on CouchDB (its `_changes` matcher says "all").
+    for s in [json!({"$or": []}), json!({"n": {"$and": []}})] {
+        let none = alice
+            .post("/notes/_find", json!({ "selector": s }))
+            .await
+            .ok();
+        assert_eq!(none, json!({"docs": []}), "{s}");
+    }
     gate.client("carol")
         .post("/notes/_find", json!({"selector": {}}))
         .await

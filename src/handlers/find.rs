@@ -59,11 +59,26 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req, explain: bool) -> Resu
             })
         }
     };
+    let normalized = selector.normalized();
+    // CouchDB's `rem` by zero crashes its query (500 badarith): refused as the bad argument it
+    // is. (`_changes` matching takes it and matches nothing, as CouchDB's does.)
+    if let Some(bad) = zero_divisor(normalized) {
+        return Err(Error::Mango {
+            name: "bad_arg",
+            reason: format!(
+                "Bad argument for operator $mod: {}",
+                crate::mango::selector::erlang_term(bad)
+            ),
+        });
+    }
+    // A selector that is an empty `$and` or `$or` (`{"$or": []}`, `{"a": {"$and": []}}`)
+    // finds nothing on CouchDB, though it matches everything elsewhere; confined, it would
+    // find everything.
+    if !explain && is_empty_combination(normalized) {
+        return Ok(json_response(StatusCode::OK, &json!({"docs": []})));
+    }
     let mine = UserIndexes::load(st, ns).await?;
-    body.insert(
-        "selector".into(),
-        confine(selector.normalized(), &ns.start_key())?,
-    );
+    body.insert("selector".into(), confine(normalized, &ns.start_key())?);
     // `_id` is always asked for, so every document's namespace can be checked.
     let mut drop_id = false;
     if let Some(Value::Array(fields)) = body.get_mut("fields") {
@@ -133,6 +148,28 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req, explain: bool) -> Resu
         found(st, ns, &mine, asked_index.as_ref(), drop_id, &mut answer)?;
     }
     Ok(json_response(StatusCode::OK, &Value::Object(answer)))
+}
+
+/// The argument of a `$mod` with divisor 0, anywhere in a normalised selector.
+fn zero_divisor(v: &Value) -> Option<&Value> {
+    match v {
+        Value::Object(m) => m.iter().find_map(|(k, x)| match (k.as_str(), x) {
+            ("$mod", Value::Array(a)) if a.first() == Some(&json!(0)) => Some(x),
+            _ => zero_divisor(x),
+        }),
+        Value::Array(a) => a.iter().find_map(zero_divisor),
+        _ => None,
+    }
+}
+
+/// `{"$and": []}` or `{"$or": []}`, the whole normalised selector.
+fn is_empty_combination(v: &Value) -> bool {
+    match v {
+        Value::Object(m) if m.len() == 1 => m
+            .iter()
+            .all(|(k, x)| (k == "$and" || k == "$or") && x.as_array().is_some_and(Vec::is_empty)),
+        _ => false,
+    }
 }
 
 /// A shared index's design document id as the caller knows it: their own `ddoc`, or what they
