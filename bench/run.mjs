@@ -17,9 +17,10 @@ import { log, mdTable } from './lib/util.mjs';
 import * as changesScale from './changes-scale.mjs';
 import * as idleFeeds from './idle-feeds.mjs';
 import * as multipartUpload from './multipart-upload.mjs';
+import * as mangoFind from './mango-find.mjs';
 import * as proxyOverhead from './proxy-overhead.mjs';
 
-const BENCHMARKS = { 'changes-scale': changesScale, 'idle-feeds': idleFeeds, 'multipart-upload': multipartUpload, 'proxy-overhead': proxyOverhead };
+const BENCHMARKS = { 'changes-scale': changesScale, 'idle-feeds': idleFeeds, 'mango-find': mangoFind, 'multipart-upload': multipartUpload, 'proxy-overhead': proxyOverhead };
 
 const COMMON = {
   reps: { def: 3, help: 'repetitions of every measurement; figures are medians over them' },

@@ -77,7 +77,14 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req, explain: bool) -> Resu
     if !explain && is_empty_combination(normalized) {
         return Ok(json_response(StatusCode::OK, &json!({"docs": []})));
     }
-    let mine = UserIndexes::load(st, ns).await?;
+    // The caller's index list is read only when the query or its answer names an index:
+    // a plain query is one backend request.
+    let needs_list = explain || body.contains_key("use_index");
+    let mut mine = if needs_list {
+        UserIndexes::load(st, ns).await?
+    } else {
+        UserIndexes::default()
+    };
     body.insert("selector".into(), confine(normalized, &ns.start_key())?);
     // `_id` is always asked for, so every document's namespace can be checked.
     let mut drop_id = false;
@@ -121,15 +128,18 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req, explain: bool) -> Resu
     } else {
         format!("/{endpoint}")
     };
-    let (_, answer) = st
+    let answer = st
         .backend
         .json(
             Method::POST,
             &st.backend.db_url(&path),
             Some(&Value::Object(body)),
         )
-        .await
-        .map_err(|e| named_in_user_terms(e, &mine, asked_index.as_ref()))?;
+        .await;
+    if !needs_list && names_an_index(&answer) {
+        mine = UserIndexes::load(st, ns).await?;
+    }
+    let (_, answer) = answer.map_err(|e| named_in_user_terms(e, &mine, asked_index.as_ref()))?;
     let Value::Object(mut answer) = answer else {
         return Err(Error::BadGateway(format!(
             "{endpoint} answer is not an object"
@@ -148,6 +158,15 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req, explain: bool) -> Resu
         found(st, ns, &mine, asked_index.as_ref(), drop_id, &mut answer)?;
     }
     Ok(json_response(StatusCode::OK, &Value::Object(answer)))
+}
+
+/// Whether a backend answer (or error) names a shared index, which the caller's terms replace.
+fn names_an_index(answer: &Result<(StatusCode, Value)>) -> bool {
+    let text = match answer {
+        Ok((_, v)) => v.get("warning").map(Value::to_string).unwrap_or_default(),
+        Err(e) => e.reason(),
+    };
+    text.contains(super::index::SHARED_PREFIX)
 }
 
 /// The argument of a `$mod` with divisor 0, anywhere in a normalised selector.

@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 pub const MAX_INDEXES: usize = 16;
 
 /// Prefix of the shared index design documents.
-const SHARED_PREFIX: &str = "_design/couchgate-mango-";
+pub const SHARED_PREFIX: &str = "_design/couchgate-mango-";
 
 /// One index of a user's list.
 #[derive(Debug, Clone, PartialEq)]
