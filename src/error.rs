@@ -197,6 +197,23 @@ impl Error {
         }
     }
 
+    /// The same error with the reason of a backend's CouchDB error rewritten (backing names
+    /// in it become the client's); any other error as it is.
+    pub fn with_backend_reason(self, rewrite: impl FnOnce(&str) -> String) -> Error {
+        match self {
+            Error::Backend {
+                status,
+                error,
+                reason,
+            } => Error::Backend {
+                status,
+                error,
+                reason: rewrite(&reason),
+            },
+            other => other,
+        }
+    }
+
     /// The CouchDB-shaped JSON body.
     pub fn body(&self) -> serde_json::Value {
         json!({ "error": self.name(), "reason": self.reason() })

@@ -214,18 +214,7 @@ impl Namespace {
     /// client's (CouchDB names the document in some reasons), so no reason reveals the
     /// namespace.
     pub fn client_error(&self, e: Error, backing: &str) -> Error {
-        match e {
-            Error::Backend {
-                status,
-                error,
-                reason,
-            } => Error::Backend {
-                status,
-                error,
-                reason: self.client_reason(&reason, backing),
-            },
-            other => other,
-        }
+        e.with_backend_reason(|reason| self.client_reason(reason, backing))
     }
 
     /// A backend reason about `backing` with every backing id in it turned into the client's.

@@ -79,26 +79,28 @@ impl SeqCodec {
         plain[0] = VERSION;
         plain[1..1 + INDEX_ID_LEN].copy_from_slice(&pos.index);
         plain[1 + INDEX_ID_LEN..].copy_from_slice(&pos.n.to_be_bytes());
+        format!("{}-{}", pos.n, self.encrypt(partition, &plain))
+    }
+
+    /// `plain` sealed for `partition` (the namespace is the associated data), in base64url.
+    fn encrypt(&self, partition: &str, plain: &[u8]) -> String {
         let sealed = self
             .cipher
             .encrypt(
                 &Nonce::default(),
                 Payload {
-                    msg: &plain,
+                    msg: plain,
                     aad: partition.as_bytes(),
                 },
             )
             .expect("AES-SIV encryption of an in-memory buffer cannot fail");
-        format!("{}-{}", pos.n, URL_SAFE_NO_PAD.encode(sealed))
+        URL_SAFE_NO_PAD.encode(sealed)
     }
 
-    /// The position inside a token of ours for `partition`, if it is one (and its `N` is the
-    /// one sealed inside).
-    pub fn open(&self, partition: &str, token: &str) -> Option<Position> {
-        let (n, opaque) = token.split_once('-')?;
+    /// What [`SeqCodec::encrypt`] sealed for `partition`, if `opaque` is that.
+    fn decrypt(&self, partition: &str, opaque: &str) -> Option<Vec<u8>> {
         let sealed = URL_SAFE_NO_PAD.decode(opaque).ok()?;
-        let plain = self
-            .cipher
+        self.cipher
             .decrypt(
                 &Nonce::default(),
                 Payload {
@@ -106,7 +108,14 @@ impl SeqCodec {
                     aad: partition.as_bytes(),
                 },
             )
-            .ok()?;
+            .ok()
+    }
+
+    /// The position inside a token of ours for `partition`, if it is one (and its `N` is the
+    /// one sealed inside).
+    pub fn open(&self, partition: &str, token: &str) -> Option<Position> {
+        let (n, opaque) = token.split_once('-')?;
+        let plain = self.decrypt(partition, opaque)?;
         if plain.len() != 1 + INDEX_ID_LEN + 8 || plain[0] != VERSION {
             return None;
         }
@@ -122,32 +131,12 @@ impl SeqCodec {
         let mut msg = Vec::with_capacity(plain.len() + 1);
         msg.push(kind);
         msg.extend_from_slice(plain);
-        let sealed = self
-            .cipher
-            .encrypt(
-                &Nonce::default(),
-                Payload {
-                    msg: &msg,
-                    aad: partition.as_bytes(),
-                },
-            )
-            .expect("AES-SIV encryption of an in-memory buffer cannot fail");
-        URL_SAFE_NO_PAD.encode(sealed)
+        self.encrypt(partition, &msg)
     }
 
     /// What [`SeqCodec::seal_opaque`] sealed for `partition` with `kind`, if `token` is that.
     pub fn open_opaque(&self, partition: &str, kind: u8, token: &str) -> Option<Vec<u8>> {
-        let sealed = URL_SAFE_NO_PAD.decode(token).ok()?;
-        let plain = self
-            .cipher
-            .decrypt(
-                &Nonce::default(),
-                Payload {
-                    msg: &sealed,
-                    aad: partition.as_bytes(),
-                },
-            )
-            .ok()?;
+        let plain = self.decrypt(partition, token)?;
         match plain.split_first() {
             Some((k, rest)) if *k == kind => Some(rest.to_vec()),
             _ => None,

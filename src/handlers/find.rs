@@ -226,18 +226,7 @@ fn in_user_terms(text: &str, mine: &UserIndexes, asked: Option<&Value>) -> Strin
 }
 
 fn named_in_user_terms(e: Error, mine: &UserIndexes, asked: Option<&Value>) -> Error {
-    match e {
-        Error::Backend {
-            status,
-            error,
-            reason,
-        } => Error::Backend {
-            status,
-            error,
-            reason: in_user_terms(&reason, mine, asked),
-        },
-        other => other,
-    }
+    e.with_backend_reason(|reason| in_user_terms(reason, mine, asked))
 }
 
 /// A `_find` answer in the caller's terms.

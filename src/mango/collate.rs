@@ -43,6 +43,23 @@ pub fn numbers(a: &Number, b: &Number) -> Ordering {
     }
 }
 
+/// Element by element, then the shorter first.
+fn lexicographic<T: IntoIterator + Copy>(
+    x: T,
+    y: T,
+    each: impl Fn(T::Item, T::Item) -> Ordering,
+) -> Ordering
+where
+    T::IntoIter: ExactSizeIterator,
+{
+    let (nx, ny) = (x.into_iter().len(), y.into_iter().len());
+    x.into_iter()
+        .zip(y)
+        .map(|(p, q)| each(p, q))
+        .find(|o| o.is_ne())
+        .unwrap_or_else(|| nx.cmp(&ny))
+}
+
 /// CouchDB's view collation of two JSON values.
 pub fn cmp(a: &Value, b: &Value) -> Ordering {
     fn rank(v: &Value) -> u8 {
@@ -59,18 +76,10 @@ pub fn cmp(a: &Value, b: &Value) -> Ordering {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => numbers(x, y),
         (Value::String(x), Value::String(y)) => strings(x, y),
-        (Value::Array(x), Value::Array(y)) => x
-            .iter()
-            .zip(y)
-            .map(|(p, q)| cmp(p, q))
-            .find(|o| o.is_ne())
-            .unwrap_or_else(|| x.len().cmp(&y.len())),
-        (Value::Object(x), Value::Object(y)) => x
-            .iter()
-            .zip(y)
-            .map(|((ka, va), (kb, vb))| strings(ka, kb).then_with(|| cmp(va, vb)))
-            .find(|o| o.is_ne())
-            .unwrap_or_else(|| x.len().cmp(&y.len())),
+        (Value::Array(x), Value::Array(y)) => lexicographic(x, y, cmp),
+        (Value::Object(x), Value::Object(y)) => lexicographic(x, y, |(ka, va), (kb, vb)| {
+            strings(ka, kb).then_with(|| cmp(va, vb))
+        }),
         _ => rank(a).cmp(&rank(b)),
     }
 }
@@ -97,23 +106,13 @@ pub fn cmp_raw(a: &Value, b: &Value) -> Ordering {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => numbers(x, y),
         (Value::String(x), Value::String(y)) => x.as_bytes().cmp(y.as_bytes()),
-        (Value::Array(x), Value::Array(y)) => x
-            .iter()
-            .zip(y)
-            .map(|(p, q)| cmp_raw(p, q))
-            .find(|o| o.is_ne())
-            .unwrap_or_else(|| x.len().cmp(&y.len())),
+        (Value::Array(x), Value::Array(y)) => lexicographic(x, y, cmp_raw),
         // `{Props}`: the member lists compare as lists of `{Key, Value}` pairs.
-        (Value::Object(x), Value::Object(y)) => x
-            .iter()
-            .zip(y)
-            .map(|((ka, va), (kb, vb))| {
-                ka.as_bytes()
-                    .cmp(kb.as_bytes())
-                    .then_with(|| cmp_raw(va, vb))
-            })
-            .find(|o| o.is_ne())
-            .unwrap_or_else(|| x.len().cmp(&y.len())),
+        (Value::Object(x), Value::Object(y)) => lexicographic(x, y, |(ka, va), (kb, vb)| {
+            ka.as_bytes()
+                .cmp(kb.as_bytes())
+                .then_with(|| cmp_raw(va, vb))
+        }),
         _ if rank(a) == 1 && rank(b) == 1 => atom(a).cmp(atom(b)),
         _ => rank(a).cmp(&rank(b)),
     }

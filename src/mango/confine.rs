@@ -9,21 +9,8 @@
 //! Non-string arguments compare the same against any string. `$regex` on `_id` cannot be
 //! rewritten in general and is refused.
 
-use super::selector::MangoError;
-use serde_json::{Map, Value};
-
-fn single(k: &str, v: Value) -> Value {
-    let mut m = Map::with_capacity(1);
-    m.insert(k.to_owned(), v);
-    Value::Object(m)
-}
-
-fn only(v: &Value) -> Option<(&str, &Value)> {
-    match v {
-        Value::Object(m) if m.len() == 1 => m.iter().next().map(|(k, v)| (k.as_str(), v)),
-        _ => None,
-    }
-}
+use super::selector::{only, single, MangoError};
+use serde_json::Value;
 
 /// The upper bound of a namespace's ids: `prefix` and U+10FFFF. It must follow every id of the
 /// namespace in both of CouchDB's orders: the scan of `_all_docs` runs in byte order, but

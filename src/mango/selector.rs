@@ -161,14 +161,15 @@ fn is_empty_object(v: &Value) -> bool {
     matches!(v, Value::Object(m) if m.is_empty())
 }
 
-fn single(k: &str, v: Value) -> Value {
+/// The one-member object `{k: v}`.
+pub(super) fn single(k: &str, v: Value) -> Value {
     let mut m = Map::with_capacity(1);
     m.insert(k.to_owned(), v);
     Value::Object(m)
 }
 
 /// The one member of a one-member object.
-fn only(v: &Value) -> Option<(&str, &Value)> {
+pub(super) fn only(v: &Value) -> Option<(&str, &Value)> {
     match v {
         Value::Object(m) if m.len() == 1 => m.iter().next().map(|(k, v)| (k.as_str(), v)),
         _ => None,
