@@ -68,13 +68,36 @@ export async function run(ctx) {
     log(`${mode}: loaded ${a['other-docs']} other docs in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     await ctx.gateCreateDb(gate, USER, VDB);
     await ctx.gateBulk(gate, USER, VDB, userDocs);
+    // couchgate's follower reads the whole load into its changes index; the queries are timed
+    // after it has (a `_changes` after the user's own write answers once it has caught up).
+    const tf = Date.now();
+    for (;;) {
+      const r = await request(`${gate.url}/${VDB}/_changes?limit=1`, { auth, agent: ag, timeout: 600000 });
+      if (r.status === 200) break;
+      if (Date.now() - tf > 1800000) throw new Error(`the follower did not catch up: ${r.status} ${r.body.slice(0, 200)}`);
+    }
+    log(`${mode}: couchgate's follower caught up ${((Date.now() - tf) / 1000).toFixed(1)} s after the user's writes`);
     const made = await request(`${gate.url}/${VDB}/_index`, { method: 'POST', json: { index: { fields: ['n'] } }, auth });
     if (made.status !== 200) throw new Error(`couchgate _index -> ${made.status} ${made.body}`);
-    // The first query builds the shared index over every user's documents.
+    // The shared index is built over every user's documents by the first query that uses it.
+    // At 1M documents that takes longer than couchgate's backend timeout (60 s: the client
+    // gets a 504 and CouchDB goes on building), so the build is timed straight at the backend.
     const tb = Date.now();
-    const first = await request(`${gate.url}/${VDB}/_find`, { method: 'POST', json: QUERIES['indexed range (n >= 900, limit 25)'], auth, agent: ag, timeout: 3600000 });
-    if (first.status !== 200) throw new Error(`first _find -> ${first.status} ${first.body}`);
+    const listed = await request(`${sharedUrl}/_index`, { timeout: 600000 });
+    const shared_ = listed.json().indexes.find((i) => String(i.ddoc).startsWith('_design/couchgate-mango-'));
+    if (!shared_) throw new Error(`no shared index in ${listed.body.slice(0, 300)}`);
+    const findPath = mode === 'partitioned' ? '/_partition/u0.notes.aaaaaaaaaaaaa/_find' : '/_find';
+    // CouchDB itself gives up on a query after 60 s (500 `timeout`) and goes on building:
+    // asked again until the index is there.
+    for (let attempt = 1; ; attempt++) {
+      const built = await request(`${sharedUrl}${findPath}`, { method: 'POST', json: { selector: { n: { $gte: 0 } }, use_index: [shared_.ddoc, 'idx'], limit: 1 }, timeout: 3600000 });
+      if (built.status === 200) break;
+      if (attempt >= 60 || !built.body.includes('timeout')) throw new Error(`building the shared index -> ${built.status} ${built.body.slice(0, 300)}`);
+      log(`${mode}: the shared index is still being built (${((Date.now() - tb) / 1000).toFixed(0)} s)`);
+    }
     const buildMs = Date.now() - tb;
+    const first = await request(`${gate.url}/${VDB}/_find`, { method: 'POST', json: QUERIES['indexed range (n >= 900, limit 25)'], auth, agent: ag, timeout: 600000 });
+    if (first.status !== 200) throw new Error(`first _find -> ${first.status} ${first.body}`);
     log(`${mode}: the shared index was built on the first query, ${(buildMs / 1000).toFixed(1)} s`);
 
     for (const [name, q] of Object.entries(QUERIES)) {
@@ -111,7 +134,7 @@ export async function run(ctx) {
       const g = median(res.couchgate.p50);
       rows.push([mode, name, fmtMs(d), fmtMs(g), fmt(timeRatio(g, d), 2), `${fmtMs(median(res.direct.p99))} / ${fmtMs(median(res.couchgate.p99))}`, `${fmt(median(res.couchgate.cpu))} ms`]);
     }
-    rows.push([mode, 'first query (builds the shared index)', '', fmtMs(buildMs), '', '', '']);
+    rows.push([mode, 'building the shared index (timed at the backend)', '', fmtMs(buildMs), '', '', '']);
     gate.expectedDown = true;
     await gate.stop();
     await ctx.deleteBackendDb(shared);
