@@ -57,3 +57,8 @@ fn multipart_answer_corpus() {
 fn multipart_upload_corpus() {
     replay("multipart_upload", properties::multipart_upload);
 }
+
+#[test]
+fn mango_corpus() {
+    replay("mango", properties::mango);
+}

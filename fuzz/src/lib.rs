@@ -299,3 +299,35 @@ pub fn multipart_upload(data: &[u8]) {
         "one-piece stream vs whole body"
     );
 }
+
+/// Any JSON is a selector or a Mango error, never a panic; a normalised selector normalises to
+/// itself (CouchDB's `normalize` accepts its own output); matching any document never panics;
+/// and a selector confined to a namespace matches no document of another namespace.
+pub fn mango(data: &[u8]) {
+    use couchgate::mango::{confine::confine, Selector};
+    let Ok(value) = couchgate::json::parse(data) else {
+        return;
+    };
+    let Ok(selector) = Selector::parse(&value) else {
+        return;
+    };
+    let again = Selector::parse(selector.normalized()).expect("a normalised selector parses");
+    assert_eq!(again.normalized(), selector.normalized(), "normalisation is idempotent");
+    let docs = [
+        serde_json::json!({"_id": "a", "n": 1, "l": [1, "x", null, {"k": [2]}], "o": {"k": "v"}}),
+        serde_json::json!({"_id": "b", "_deleted": true}),
+        value.clone(),
+    ];
+    for doc in &docs {
+        let _ = selector.matches(doc);
+    }
+    let Ok(confined) = confine(selector.normalized(), "p:") else {
+        return;
+    };
+    let confined = Selector::parse(&confined).expect("a confined selector parses");
+    for doc in &docs {
+        let mut other = doc.clone();
+        other["_id"] = Value::String(format!("q:{}", doc["_id"].as_str().unwrap_or("x")));
+        assert!(!confined.matches(&other), "a confined selector matched another namespace");
+    }
+}
