@@ -312,7 +312,11 @@ pub fn mango(data: &[u8]) {
         return;
     };
     let again = Selector::parse(selector.normalized()).expect("a normalised selector parses");
-    assert_eq!(again.normalized(), selector.normalized(), "normalisation is idempotent");
+    assert_eq!(
+        again.normalized(),
+        selector.normalized(),
+        "normalisation is idempotent"
+    );
     let docs = [
         serde_json::json!({"_id": "a", "n": 1, "l": [1, "x", null, {"k": [2]}], "o": {"k": "v"}}),
         serde_json::json!({"_id": "b", "_deleted": true}),
@@ -328,6 +332,9 @@ pub fn mango(data: &[u8]) {
     for doc in &docs {
         let mut other = doc.clone();
         other["_id"] = Value::String(format!("q:{}", doc["_id"].as_str().unwrap_or("x")));
-        assert!(!confined.matches(&other), "a confined selector matched another namespace");
+        assert!(
+            !confined.matches(&other),
+            "a confined selector matched another namespace"
+        );
     }
 }
