@@ -11,7 +11,16 @@ const EXIT_CONFIG: u8 = 64;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    // A command line clap cannot read is bad configuration too: EX_USAGE, not clap's 2.
+    // `--help` and `--version` still print and exit 0.
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let mut config = match Config::from_args(args) {
         Ok(c) => c,
         Err(e) => {

@@ -677,6 +677,46 @@ fn refuses(args: &[&str], option: &str) {
     );
 }
 
+/// A command line couchgate cannot read exits 64 (EX_USAGE), as bad configuration read from
+/// a file does, naming what is wrong; `--help` and `--version` exit 0.
+#[test]
+fn unreadable_command_lines_exit_64() {
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_couchgate"));
+        c.args(args).env("COUCHGATE_LOG", "warn");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    // (arguments, environment, the option the message must name)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        (&["--listen", "nonsense"], &[], "--listen"),
+        (&["--listen", "localhost:5985"], &[], "--listen"),
+        (&[], &[("COUCHGATE_LISTEN", "nonsense")], "--listen"),
+        (
+            &["--session-same-site", "bogus"],
+            &[],
+            "--session-same-site",
+        ),
+        (&["--max-body-bytes", "lots"], &[], "--max-body-bytes"),
+        (&["--no-such-flag"], &[], "--no-such-flag"),
+        (&["--partitioned", "perhaps"], &[], "--partitioned"),
+    ];
+    for (args, env, option) in cases {
+        let out = run(args, env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?} {env:?}: {stderr}");
+        assert!(stderr.contains(option), "{args:?} {env:?}: {stderr}");
+    }
+    for flag in ["--help", "--version"] {
+        let out = run(&[flag], &[]);
+        assert_eq!(out.status.code(), Some(0), "{flag}");
+        assert!(!out.stdout.is_empty(), "{flag} prints");
+    }
+}
+
 #[test]
 fn weak_configurations_refuse_to_start() {
     let backend = Backend::start();
