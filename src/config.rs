@@ -326,8 +326,11 @@ pub struct CorsConfig {
 #[derive(Clone)]
 pub struct Config {
     pub listen: SocketAddr,
-    /// `None`: demo mode with a local PouchDB Server.
+    /// `None`: demo mode with a local PouchDB Server (whose URL is filled in here once it
+    /// runs; `demo` stays true).
     pub couchdb_url: Option<String>,
+    /// Demo mode: no CouchDB URL was given.
+    pub demo: bool,
     pub database: String,
     /// Create the shared database partitioned.
     pub partitioned: bool,
@@ -367,7 +370,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("database", &self.database)
-            .field("demo_mode", &self.couchdb_url.is_none())
+            .field("demo_mode", &(self.demo || self.couchdb_url.is_none()))
             .field("jwt_user_claim", &self.jwt_user_claim)
             .field("jwks_urls", &self.auth.jwks_urls.len())
             .field("basic_auth", &self.auth.basic)
@@ -474,6 +477,7 @@ impl Config {
             couchdb_url: a.couchdb_url,
             database,
             partitioned: a.partitioned.unwrap_or(false),
+            demo: false,
             jwt_key,
             jwt_key_files,
             jwt_user_claim: a.jwt_user_claim.unwrap_or_else(|| "sub".into()),

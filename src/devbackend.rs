@@ -93,6 +93,14 @@ pub async fn start() -> Result<DevBackend> {
     })
 }
 
+/// The demo's folder (PouchDB Server's working directory and couchgate's index) goes with
+/// the demo: a stopped demo leaves nothing in the temporary directory.
+impl Drop for DevBackend {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A random secret for demo tokens.
 pub fn demo_secret() -> String {
     use rand::RngCore;

@@ -69,6 +69,7 @@ async fn main() -> ExitCode {
                 config.data_dir.get_or_insert_with(|| d.dir.join("index"));
                 _dev = Some(d);
                 config.couchdb_url = Some(url.clone());
+                config.demo = true;
                 url
             }
             Err(e) => {

@@ -68,6 +68,10 @@ impl Proxy {
                     Fault::Backend => {
                         tracing::warn!(status = %e.status(), error = e.name(), reason = %e.reason(), "backend failure")
                     }
+                    // The index being built is an expected state with its own 503, not a fault.
+                    Fault::Couchgate if matches!(e, Error::NotReady(_)) => {
+                        tracing::warn!(status = %e.status(), reason = %e.reason(), "not ready")
+                    }
                     Fault::Couchgate => tracing::error!(reason = %e.reason(), "internal error"),
                 }
                 let mut r = json_response(e.status(), &e.body());
