@@ -109,7 +109,8 @@ async fn revisions(
                 // Every id must be one of this namespace's: `strip_doc` refuses any other.
                 ns.strip_doc(&mut doc)?;
                 if let (Some(id), Some(rev)) = (doc["_id"].as_str(), doc["_rev"].as_str()) {
-                    docs.insert((id.to_owned(), rev.to_owned()), doc.clone());
+                    let key = (id.to_owned(), rev.to_owned());
+                    docs.insert(key, doc);
                 }
             }
         }

@@ -18,7 +18,7 @@
 //! - `execution_stats` keeps `results_returned` and `execution_time_ms`: the counts of keys and
 //!   documents examined would include other users' documents in a shared index.
 
-use super::index::{is_shared, UserIndexes};
+use super::index::{design_id, is_shared, missing_key, UserIndexes};
 use super::Req;
 use crate::body::{self, json_response, Body};
 use crate::error::{Error, Result};
@@ -42,12 +42,7 @@ pub async fn handle(st: &State, ns: &Namespace, req: Req, explain: bool) -> Resu
         return Err(Error::bad_request("Request body must be a JSON object"));
     };
     let selector = match body.get("selector") {
-        None => {
-            return Err(Error::Mango {
-                name: "missing_required_key",
-                reason: "Missing required key: selector".into(),
-            })
-        }
+        None => return Err(missing_key("selector")),
         Some(s @ Value::Object(_)) => Selector::parse(s)?,
         Some(other) => {
             return Err(Error::Mango {
@@ -196,13 +191,12 @@ fn is_empty_combination(v: &Value) -> bool {
 fn user_ddoc(mine: &UserIndexes, asked: Option<&Value>, backend_ddoc: &str) -> Option<String> {
     if backend_ddoc == UNKNOWN_INDEX {
         return asked.map(|a| match a {
-            Value::String(d) if d.starts_with("_design/") => d.clone(),
-            Value::String(d) => format!("_design/{d}"),
-            Value::Array(a) => match a.first().and_then(Value::as_str) {
-                Some(d) if d.starts_with("_design/") => d.to_owned(),
-                Some(d) => format!("_design/{d}"),
-                None => String::new(),
-            },
+            Value::String(d) => design_id(d),
+            Value::Array(a) => a
+                .first()
+                .and_then(Value::as_str)
+                .map(design_id)
+                .unwrap_or_default(),
             other => other.to_string(),
         });
     }

@@ -98,13 +98,7 @@ impl UserIndexes {
 
     /// The user's index `use_index` names: `"ddoc"`, `"_design/ddoc"` or `["ddoc", "name"]`.
     pub fn named(&self, use_index: &Value) -> Option<&UserIndex> {
-        let ddoc = |d: &str| {
-            if d.starts_with("_design/") {
-                d.to_owned()
-            } else {
-                format!("_design/{d}")
-            }
-        };
+        let ddoc = design_id;
         match use_index {
             Value::String(d) => {
                 let d = ddoc(d);
@@ -125,6 +119,23 @@ impl UserIndexes {
     /// The user's index behind a shared design document id.
     pub fn by_shared(&self, shared: &str) -> Option<&UserIndex> {
         self.list.iter().find(|i| i.shared == shared)
+    }
+}
+
+/// A design document named with or without its `_design/` prefix, as Mango takes both.
+pub fn design_id(d: &str) -> String {
+    if d.starts_with("_design/") {
+        d.to_owned()
+    } else {
+        format!("_design/{d}")
+    }
+}
+
+/// Mango's error for a required member of a request body that is missing.
+pub fn missing_key(key: &str) -> Error {
+    Error::Mango {
+        name: "missing_required_key",
+        reason: format!("Missing required key: {key}"),
     }
 }
 
@@ -186,10 +197,7 @@ async fn create(st: &State, ns: &Namespace, req: Req) -> Result<Response<Body>> 
         return Err(Error::bad_request("Request body must be a JSON object"));
     };
     let Some(index) = body.get("index") else {
-        return Err(Error::Mango {
-            name: "missing_required_key",
-            reason: "Missing required key: index".into(),
-        });
+        return Err(missing_key("index"));
     };
     match body.get("type") {
         None => {}
@@ -243,13 +251,7 @@ async fn create(st: &State, ns: &Namespace, req: Req) -> Result<Response<Body>> 
     };
     let ddoc = match body.get("ddoc") {
         None => format!("_design/{}", default_name(&def)),
-        Some(Value::String(d)) if !d.is_empty() && d != "_design/" => {
-            if d.starts_with("_design/") {
-                d.clone()
-            } else {
-                format!("_design/{d}")
-            }
-        }
+        Some(Value::String(d)) if !d.is_empty() && d != "_design/" => design_id(d),
         Some(_) => return Err(invalid_name()),
     };
     // Recorded in the user's list; a concurrent writer of the list makes this retry.
@@ -328,11 +330,7 @@ fn shown_def(index: &Value) -> Value {
 }
 
 async fn delete(st: &State, ns: &Namespace, ddoc: &str, name: &str) -> Result<Response<Body>> {
-    let ddoc = if ddoc.starts_with("_design/") {
-        ddoc.to_owned()
-    } else {
-        format!("_design/{ddoc}")
-    };
+    let ddoc = design_id(ddoc);
     for _ in 0..5 {
         let mut mine = UserIndexes::load(st, ns).await?;
         let before = mine.list.len();
